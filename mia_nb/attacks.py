@@ -1,0 +1,316 @@
+"""Score-based membership inference attacks: fit on shadow outputs, then score / predict any outputs.
+
+One interface for every attack:
+    attack.fit(member: Outputs, nonmember: Outputs) -> attack
+    attack.score(out) -> float64 [N], continuous, higher = more member-like
+    attack.predict(out) -> bool [N], True = member
+    attack.name, attack.threshold (float in the attack's own statistic; NaN for Salem)
+
+Members are the positive class. `fit` uses the sets as given; the study fits every attack on balanced
+shadow sets, made with `balanced_shadow` by the caller (fit does not rebalance).
+
+Threshold attacks decide "member iff score > cut" where `cut` lies strictly between two consecutive
+distinct shadow scores (their midpoint), so the shadow decisions are exactly those of the chosen
+ROC point / shadow-accuracy optimum, whatever the ties.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_curve
+from torch import nn
+
+from mia_nb.scores import Outputs, ce_loss, entropy, max_score, topk
+
+
+def _check_pair(member: Outputs, nonmember: Outputs, who: str) -> None:
+    """Raise unless both are non-empty `Outputs` with the same number of classes."""
+    for nm, o in (("member", member), ("nonmember", nonmember)):
+        if not isinstance(o, Outputs):
+            raise ValueError(f"{who}.fit: {nm} must be an Outputs, got {type(o).__name__}")
+    if member.n_classes != nonmember.n_classes:
+        raise ValueError(
+            f"{who}.fit: member and nonmember outputs have {member.n_classes} vs {nonmember.n_classes} classes"
+        )
+
+
+def _cut_between(lo: float, hi: float) -> float:
+    """A cut c with lo <= c < hi (midpoint where representable), for the rule "member iff score > c".
+
+    `hi` is the lowest shadow score called member (+inf: none), `lo` the highest called non-member
+    (-inf: none).
+    """
+    if np.isposinf(hi):
+        return float(lo)
+    if np.isneginf(lo):
+        return float(np.nextafter(hi, -np.inf))
+    mid = lo / 2 + hi / 2
+    return float(mid if lo <= mid < hi else lo)
+
+
+def youden_cut(s_member: np.ndarray, s_nonmember: np.ndarray) -> float:
+    """Cut for "member iff score > cut" at the shadow ROC point maximising TPR − FPR.
+
+    roc_curve's point i means "score >= thresholds[i]"; the cut is placed between thresholds[i] and
+    the next lower distinct shadow score, so both rules give identical shadow decisions. Ties in
+    TPR − FPR go to the highest threshold (fewest members called).
+    """
+    y = np.r_[np.ones(len(s_member)), np.zeros(len(s_nonmember))]
+    fpr, tpr, thr = roc_curve(y, np.r_[s_member, s_nonmember], drop_intermediate=False)
+    i = int(np.argmax(tpr - fpr))
+    hi = thr[i]
+    lo = thr[i + 1] if i + 1 < len(thr) else -np.inf
+    return _cut_between(lo, hi)
+
+
+def most_correct_cut(s_member: np.ndarray, s_nonmember: np.ndarray) -> float:
+    """Cut for "member iff score > cut" with the most correct shadow decisions, exact (no grid).
+
+    Candidates: call the j highest distinct shadow scores members, j = 0..m (cumulative counts over
+    the sorted distinct values, so tied scores always fall on the same side). Ties in accuracy go to
+    the smallest j (fewest members called).
+    """
+    s = np.r_[s_member, s_nonmember]
+    is_m = np.r_[np.ones(len(s_member), bool), np.zeros(len(s_nonmember), bool)]
+    uniq, inv = np.unique(s, return_inverse=True)  # ascending
+    m_cnt = np.bincount(inv, weights=is_m, minlength=len(uniq))[::-1]  # descending order of score
+    n_cnt = np.bincount(inv, weights=~is_m, minlength=len(uniq))[::-1]
+    tp = np.r_[0.0, np.cumsum(m_cnt)]  # j = 0..m highest distinct values called member
+    fp = np.r_[0.0, np.cumsum(n_cnt)]
+    correct = tp + (len(s_nonmember) - fp)
+    j = int(np.argmax(correct))
+    desc = uniq[::-1]
+    hi = desc[j - 1] if j > 0 else np.inf
+    lo = desc[j] if j < len(desc) else -np.inf
+    return _cut_between(lo, hi)
+
+
+class Attack:
+    """Base class: subclasses set `name` and implement `fit` and `score` (and `predict` if not a cut)."""
+
+    name: str = "attack"
+
+    def __init__(self) -> None:
+        self._cut = np.nan
+        self._fitted = False
+
+    @property
+    def threshold(self) -> float:
+        """Decision threshold in the attack's own statistic (see the class docstring)."""
+        return float(self._cut)
+
+    def _require_fitted(self) -> None:
+        if not self._fitted:
+            raise ValueError(f"{self.name} attack is not fitted; call fit(member, nonmember) first")
+
+    def fit(self, member: Outputs, nonmember: Outputs) -> Attack:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def score(self, out: Outputs) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict(self, out: Outputs) -> np.ndarray:
+        """True = member: score > the fitted cut."""
+        self._require_fitted()
+        return self.score(out) > self._cut
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threshold={self.threshold:.6g})" if self._fitted else f"{type(self).__name__}()"
+
+
+class ThresholdAttack(Attack):
+    """Max softmax score; threshold at the shadow ROC point maximising TPR − FPR; member iff max score > t."""
+
+    name = "threshold"
+
+    def _stat(self, out: Outputs) -> np.ndarray:
+        return max_score(out.probs)
+
+    def fit(self, member: Outputs, nonmember: Outputs) -> ThresholdAttack:
+        """Fit the threshold on shadow member / non-member outputs."""
+        _check_pair(member, nonmember, type(self).__name__)
+        self._cut = youden_cut(self._stat(member), self._stat(nonmember))
+        self._fitted = True
+        return self
+
+    def score(self, out: Outputs) -> np.ndarray:
+        """Max softmax score."""
+        return self._stat(out)
+
+
+class LossAttack(Attack):
+    """Yeom et al.: score = −CE loss with the true label (predicted label where label == -1).
+
+    Fitted like ThresholdAttack (max TPR − FPR on the shadow ROC of −loss). `threshold` is in loss
+    units: member iff loss < threshold.
+    """
+
+    name = "loss"
+
+    def fit(self, member: Outputs, nonmember: Outputs) -> LossAttack:
+        """Fit the loss threshold on shadow member / non-member outputs."""
+        _check_pair(member, nonmember, type(self).__name__)
+        self._cut = youden_cut(self.score(member), self.score(nonmember))
+        self._fitted = True
+        return self
+
+    def score(self, out: Outputs) -> np.ndarray:
+        """Minus the cross-entropy loss."""
+        return -ce_loss(out.probs, out.labels)
+
+    @property
+    def threshold(self) -> float:
+        """Loss threshold: member iff loss < threshold."""
+        return float(-self._cut)
+
+
+class EntropyAttack(Attack):
+    """Shannon entropy; threshold with the most correct shadow decisions; member iff entropy < t.
+
+    The threshold is exact: every cut between consecutive distinct shadow entropies is evaluated
+    with cumulative sums (tied entropies always land on the same side).
+    """
+
+    name = "entropy"
+
+    def fit(self, member: Outputs, nonmember: Outputs) -> EntropyAttack:
+        """Fit the entropy threshold on shadow member / non-member outputs."""
+        _check_pair(member, nonmember, type(self).__name__)
+        self._cut = most_correct_cut(self.score(member), self.score(nonmember))
+        self._fitted = True
+        return self
+
+    def score(self, out: Outputs) -> np.ndarray:
+        """Minus the entropy (confident = high score = member-like)."""
+        return -entropy(out.probs)
+
+    @property
+    def threshold(self) -> float:
+        """Entropy threshold: member iff entropy < threshold."""
+        return float(-self._cut)
+
+
+class SalemAttack(Attack):
+    """Salem et al. (ML-Leaks) top-k: sorted top-k softmax → MLP k→64→ReLU→1, member iff sigmoid ≥ 0.5.
+
+    Trained with BCEWithLogits, Adam (lr), batch size `batch_size`, shuffling from a seeded
+    torch.Generator and weights initialised under `seed` (global RNG state is left untouched).
+    Training stops when the epoch-mean training loss has not improved (by more than `min_delta`) for
+    `patience` epochs, or after `max_epochs`; the weights of the best epoch are kept.
+    `threshold` is NaN (the decision is the MLP's).
+    """
+
+    name = "salem"
+
+    def __init__(
+        self,
+        k: int = 3,
+        hidden: int = 64,
+        lr: float = 0.01,
+        batch_size: int = 16,
+        patience: int = 5,
+        max_epochs: int = 100,
+        min_delta: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for nm, v in (("k", k), ("hidden", hidden), ("batch_size", batch_size), ("patience", patience),
+                      ("max_epochs", max_epochs)):
+            if not (isinstance(v, (int, np.integer)) and v >= 1):
+                raise ValueError(f"SalemAttack: {nm} must be a positive integer, got {v!r}")
+        if not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"SalemAttack: lr must be a positive number, got {lr!r}")
+        self.k, self.hidden, self.lr, self.batch_size = int(k), int(hidden), float(lr), int(batch_size)
+        self.patience, self.max_epochs, self.min_delta, self.seed = int(patience), int(max_epochs), min_delta, seed
+        self.model: nn.Module | None = None
+        self.history: list[float] = []  # epoch-mean training loss
+        self.best_epoch: int = -1
+
+    @property
+    def threshold(self) -> float:
+        """NaN: the MLP decides."""
+        return float("nan")
+
+    def _features(self, out: Outputs, who: str) -> torch.Tensor:
+        if self.k > out.n_classes:
+            raise ValueError(f"SalemAttack.{who}: k={self.k} exceeds the number of classes ({out.n_classes})")
+        return torch.from_numpy(topk(out.probs, self.k).astype(np.float32))
+
+    def fit(self, member: Outputs, nonmember: Outputs) -> SalemAttack:
+        """Train the attack MLP on shadow member (1) / non-member (0) top-k features."""
+        _check_pair(member, nonmember, type(self).__name__)
+        x = torch.cat([self._features(member, "fit"), self._features(nonmember, "fit")])
+        y = torch.cat([torch.ones(len(member)), torch.zeros(len(nonmember))])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = nn.Sequential(nn.Linear(self.k, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1))
+        gen = torch.Generator().manual_seed(self.seed)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+        n = len(y)
+        best, best_state, since = np.inf, copy.deepcopy(model.state_dict()), 0
+        self.history = []
+        model.train()
+        for epoch in range(self.max_epochs):
+            perm = torch.randperm(n, generator=gen)
+            total = 0.0
+            for start in range(0, n, self.batch_size):
+                idx = perm[start:start + self.batch_size]
+                loss = loss_fn(model(x[idx]).squeeze(1), y[idx])
+                opt.zero_grad()
+                (loss / len(idx)).backward()
+                opt.step()
+                total += float(loss.detach())
+            epoch_loss = total / n
+            self.history.append(epoch_loss)
+            if epoch_loss < best - self.min_delta:
+                best, best_state, since, self.best_epoch = epoch_loss, copy.deepcopy(model.state_dict()), 0, epoch
+            else:
+                since += 1
+                if since >= self.patience:
+                    break
+        model.load_state_dict(best_state)
+        model.eval()
+        self.model = model
+        self._fitted = True
+        return self
+
+    def score(self, out: Outputs) -> np.ndarray:
+        """Sigmoid output of the attack MLP, float64 [N]."""
+        self._require_fitted()
+        with torch.no_grad():
+            logit = self.model(self._features(out, "score")).squeeze(1)
+        return torch.sigmoid(logit).double().numpy()
+
+    def predict(self, out: Outputs) -> np.ndarray:
+        """True = member: sigmoid ≥ 0.5."""
+        return self.score(out) >= 0.5
+
+
+ATTACKS: dict[str, type[Attack]] = {
+    "threshold": ThresholdAttack,
+    "entropy": EntropyAttack,
+    "salem": SalemAttack,
+    "loss": LossAttack,
+}
+
+
+def make_attack(name: str, **kw) -> Attack:
+    """A new, unfitted attack by registry name (keyword arguments go to its constructor)."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; known: {', '.join(sorted(ATTACKS))}")
+    return ATTACKS[name](**kw)
+
+
+def balanced_shadow(member: Outputs, nonmember: Outputs, seed: int) -> tuple[Outputs, Outputs]:
+    """Subsample the larger set (without replacement, seeded, order kept) to min(n_member, n_nonmember)."""
+    n = min(len(member), len(nonmember))
+    rng = np.random.default_rng(seed)
+
+    def _take(o: Outputs) -> Outputs:
+        return o if len(o) == n else o.subset(np.sort(rng.choice(len(o), size=n, replace=False)))
+
+    return _take(member), _take(nonmember)

@@ -1,0 +1,93 @@
+"""Target / shadow architectures. Every model ends in an nn.Linear that returns logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ARCHS, ConfigError
+
+
+class SimpleCNN(nn.Module):
+    """The paper's (Salem et al.) CNN: two 5×5 conv + max-pool blocks, then 128 → n_classes."""
+
+    def __init__(self, in_channels: int = 3, size: int = 32, n_classes: int = 10, width: int = 32):
+        super().__init__()
+        if size % 4:
+            raise ConfigError(f"data.image_size: SimpleCNN needs a size divisible by 4, got {size}")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.hidden = nn.Sequential(nn.Linear(width * (size // 4) ** 2, 128), nn.ReLU())
+        self.fc = nn.Linear(128, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.hidden(self.features(x)))
+
+
+def cifar_resnet18(n_classes: int, in_channels: int = 3) -> nn.Module:
+    """torchvision ResNet-18 with the CIFAR stem: 3×3 stride-1 first conv, no max-pool."""
+    from torchvision.models import resnet18
+    m = resnet18(num_classes=n_classes)
+    m.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+def cifar_efficientnet_b0(n_classes: int, in_channels: int = 3) -> nn.Module:
+    """torchvision EfficientNet-B0 with a 3×3 stride-1 stem for 32 px inputs."""
+    from torchvision.models import efficientnet_b0
+    m = efficientnet_b0(num_classes=n_classes)
+    stem = m.features[0][0]
+    m.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, stride=1, padding=1, bias=False)
+    return m
+
+
+def resnet50(n_classes: int, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+    """torchvision ResNet-50 (ImageNet weights on request) with a new n_classes head."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models import resnet50 as tv_resnet50
+    if in_channels != 3:
+        raise ConfigError("model.arch: resnet50 needs 3-channel images")
+    weights = ResNet50_Weights.IMAGENET1K_V2 if pretrained else None
+    try:
+        m = tv_resnet50(weights=weights)
+    except Exception as err:  # offline: urllib / hub errors
+        raise ConfigError(f"model.pretrained: ImageNet weights for resnet50 could not be loaded "
+                          f"({type(err).__name__}); put them in $TORCH_HOME/hub/checkpoints or set "
+                          f"model.pretrained: false") from None
+    m.fc = nn.Linear(m.fc.in_features, n_classes)
+    return m
+
+
+def build_model(arch: str, n_classes: int, in_channels: int, size: int, pretrained: bool = False) -> nn.Module:
+    """Build an architecture by name."""
+    if arch == "simple_cnn":
+        return SimpleCNN(in_channels, size, n_classes)
+    if arch == "resnet18":
+        return cifar_resnet18(n_classes, in_channels)
+    if arch == "efficientnet_b0":
+        return cifar_efficientnet_b0(n_classes, in_channels)
+    if arch == "resnet50":
+        return resnet50(n_classes, pretrained, in_channels)
+    raise ConfigError(f"model.arch: unknown value {arch!r} (choose one of: {', '.join(ARCHS)})")
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The final nn.Linear (the layer that returns logits)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("model has no nn.Linear layer")
+    return linears[-1]
+
+
+@torch.no_grad()
+def forward_logits(model: nn.Module, x: torch.Tensor, prep=None, batch_size: int = 1000,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits of `model` on `x` in eval mode, batched; `prep` maps a batch to model input."""
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device)
+        out.append(model(prep(xb) if prep is not None else xb).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)

@@ -1,0 +1,128 @@
+"""Headless runner: execute the numbered notebooks in order with papermill.
+
+    python -m mia_nb run --params params/default.yaml [--only 01-03] [--outputs DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, Profile, load_profile, seeds_of
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NB_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
+
+
+def list_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered notebooks NN_name.ipynb in order."""
+    return sorted(p for p in Path(folder).iterdir() if NB_PATTERN.match(p.name))
+
+
+def select(notebooks: list[Path], only: str | None) -> list[Path]:
+    """Filter by `--only`: '03', '01-03' or '01,04-05'; a one-line error for a bad selection."""
+    if not only:
+        return notebooks
+    wanted: set[int] = set()
+    for chunk in only.split(","):
+        m = re.fullmatch(r"\s*(\d{1,2})\s*(?:-\s*(\d{1,2})\s*)?", chunk)
+        if not m:
+            raise ConfigError(f"--only: cannot read {chunk!r}; use e.g. 03, 01-03 or 01,04-05")
+        lo = int(m.group(1))
+        hi = int(m.group(2) or lo)
+        wanted.update(range(lo, hi + 1))
+    picked = [p for p in notebooks if int(p.name[:2]) in wanted]
+    if not picked:
+        raise ConfigError(f"--only: {only!r} matches no notebook")
+    return picked
+
+
+def preflight(profile: Profile) -> None:
+    """Checks that need data but no computation: data present, split sizes fit."""
+    from . import data
+    data.check_data_available(profile, REPO_ROOT)
+    info = data.dataset_info(profile)
+    if info.n_images:
+        data.check_split_sizes(data.split_sizes(profile), info.n_images, profile.data.dataset)
+
+
+def execute(notebook: Path, out: Path, params: dict, cwd: Path) -> None:
+    """Run one notebook with papermill, writing the executed copy to `out`."""
+    import papermill as pm
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(notebook), str(out), parameters=params, cwd=str(cwd), kernel_name="python3",
+                        progress_bar=False, log_output=False)
+
+
+def run_study(params_file: str | Path, only: str | None = None, outputs_root: str | Path | None = None,
+              quiet: bool = False, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """Execute the selected notebooks for every seed of the profile; return the executed copies."""
+    import papermill as pm
+    params_file = Path(params_file).resolve()
+    profile = load_profile(params_file)
+    preflight(profile)
+    outputs_root = Path(outputs_root).resolve() if outputs_root else REPO_ROOT / "outputs"
+    notebooks = select(list_notebooks(notebook_dir), only)
+    seeds = seeds_of(profile)
+    done: list[Path] = []
+    for seed in seeds:
+        run_dir = outputs_root / profile.name / (f"seed_{seed}" if len(seeds) > 1 else "")
+        for nb in notebooks:
+            out = run_dir / "notebooks" / nb.name
+            t0 = time.perf_counter()
+            if not quiet:
+                print(f"[{profile.name} · seed {seed}] {nb.stem} …", flush=True)
+            try:
+                execute(nb, out, {"params_file": str(params_file), "outputs_root": str(outputs_root),
+                                  "seed": int(seed)}, notebook_dir)
+            except pm.PapermillExecutionError as err:
+                raise NotebookFailed(nb.name, err.exec_count, f"{err.ename}: {err.evalue}", out) from None
+            done.append(out)
+            if not quiet:
+                print(f"    done in {time.perf_counter() - t0:.0f} s → {out}", flush=True)
+    return done
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; names the notebook, the cell and the kept executed copy."""
+
+    def __init__(self, name: str, cell: int | None, error: str, copy: Path):
+        self.name, self.cell, self.error, self.copy = name, cell, error, copy
+        super().__init__(f"{name} failed in cell [{cell}]: {error} (executed copy: {copy})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    ap = argparse.ArgumentParser(prog="python -m mia_nb", description="Run the mia-nb study headless.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="execute the numbered notebooks in order with papermill")
+    r.add_argument("--params", default=str(REPO_ROOT / "params" / "default.yaml"), help="profile YAML")
+    r.add_argument("--only", default=None, help="notebooks to run, e.g. 01-03 or 04,06")
+    r.add_argument("--outputs", default=None, help="outputs root (default: ./outputs)")
+    d = sub.add_parser("data", help="install the default dataset (Fashion-MNIST) when it is missing")
+    d.add_argument("--root", default=str(REPO_ROOT / "data"), help="data folder (default: ./data)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    if args.command == "data":
+        from .data import install_fashion_mnist
+        try:
+            raw = install_fashion_mnist(Path(args.root))
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"Fashion-MNIST ready in {raw}")
+        return 0
+    try:
+        run_study(args.params, args.only, args.outputs)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"study finished in {time.perf_counter() - t0:.0f} s")
+    return 0

@@ -1,0 +1,89 @@
+"""Content-addressed artifact store and atomic file writes.
+
+An artifact is one file holding the JSON-able config that made it and its payload, saved under
+`<root>/<kind>/<key>.pt` where key = hash of (kind, config). Files are written to a temporary
+name in the same folder and renamed into place, so a killed run never leaves a file that a later
+run would load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+def config_key(kind: str, config: dict[str, Any]) -> str:
+    """A short, stable hash of `kind` and a JSON-able config."""
+    blob = json.dumps({"kind": kind, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp_path)`, then rename the temporary file onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write a text file."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomically write JSON (sorted keys, indented)."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class Store:
+    """Artifacts keyed by a hash of the config that made them."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, kind: str, config: dict[str, Any]) -> Path:
+        """Where the artifact of this kind and config lives (whether or not it exists)."""
+        return self.root / kind / f"{config_key(kind, config)}.pt"
+
+    def has(self, kind: str, config: dict[str, Any]) -> bool:
+        """True when a complete artifact exists."""
+        return self.path(kind, config).is_file()
+
+    def get(self, kind: str, config: dict[str, Any]) -> Any | None:
+        """The stored payload, or None when there is none."""
+        path = self.path(kind, config)
+        if not path.is_file():
+            return None
+        record = torch.load(path, map_location="cpu", weights_only=False)
+        if record.get("config") != json.loads(json.dumps(config, sort_keys=True, default=str)):
+            raise RuntimeError(f"{path}: stored config differs from the requested one (hash collision?)")
+        return record["payload"]
+
+    def put(self, kind: str, config: dict[str, Any], payload: Any) -> Path:
+        """Save `payload` atomically under the key of (kind, config)."""
+        record = {"kind": kind, "config": json.loads(json.dumps(config, sort_keys=True, default=str)),
+                  "payload": payload}
+        return atomic_write(self.path(kind, config), lambda tmp: torch.save(record, tmp))
+
+    def get_or_make(self, kind: str, config: dict[str, Any], make: Callable[[], Any]) -> Any:
+        """Load the artifact, or make, store and return it."""
+        payload = self.get(kind, config)
+        if payload is None:
+            payload = make()
+            self.put(kind, config, payload)
+        return payload

@@ -1,0 +1,92 @@
+"""Training loop for targets and shadows: optimizer, label smoothing, weight decay, history."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .models import forward_logits
+
+Prep = Optional[Callable[[torch.Tensor], torch.Tensor]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda requested but no GPU is available; set device: auto or cpu")
+    return torch.device(name)
+
+
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The profile's optimizer (weight decay = the L2 defense)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep: Prep, device: torch.device) -> float:
+    """Top-1 accuracy of `model` on (x, y)."""
+    if len(y) == 0:
+        return float("nan")
+    logits = forward_logits(model, x, prep, device=device)
+    return float((logits.argmax(1) == y).float().mean())
+
+
+def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, seed: int,
+                prep: Prep = None, augment: Prep = None, x_eval: torch.Tensor | None = None,
+                y_eval: torch.Tensor | None = None, device: torch.device | str = "cpu",
+                desc: str = "train", step_hook: Callable[[], None] | None = None,
+                optimizer: torch.optim.Optimizer | None = None) -> dict[str, list[float]]:
+    """Train in place on in-memory tensors; one tqdm bar over epochs; return the per-epoch history.
+
+    `prep` maps a stored batch (e.g. uint8) to model input, `augment` is applied before it.
+    Held-out accuracy is measured every `cfg.eval_every` epochs on (x_eval, y_eval) (NaN between).
+    """
+    if len(x) != len(y) or len(y) == 0:
+        raise ValueError(f"training data: {len(x)} images and {len(y)} labels (need the same, non-zero)")
+    device = torch.device(device)
+    model.to(device)
+    opt = optimizer or make_optimizer(model.parameters(), cfg)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    gen = torch.Generator().manual_seed(seed)
+    hist: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "heldout_acc", "seconds")}
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(y), generator=gen)
+        total_loss, correct = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            if augment is not None:
+                xb = augment(xb)
+            if prep is not None:
+                xb = prep(xb)
+            opt.zero_grad(set_to_none=True)
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            loss.backward()
+            opt.step()
+            if step_hook is not None:
+                step_hook()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((out.detach().argmax(1) == yb).sum())
+        evaluate = x_eval is not None and cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs)
+        heldout = accuracy_of(model, x_eval, y_eval, prep, device) if evaluate else float("nan")
+        for k, v in zip(hist, (epoch, total_loss / len(y), correct / len(y), heldout, time.perf_counter() - t0)):
+            hist[k].append(float(v))
+        bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}", acc=f"{hist['train_acc'][-1]:.3f}",
+                        heldout="-" if np.isnan(heldout) else f"{heldout:.3f}")
+    bar.close()
+    return hist

@@ -1,0 +1,49 @@
+"""The smoke profile end to end through `python -m mia_nb run`, then checks of what each notebook wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Run every notebook on the smoke profile once (into a temp outputs folder)."""
+    out = tmp_path_factory.mktemp("outputs")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-m", "mia_nb", "run", "--params", str(REPO / "params" / "smoke.yaml"),
+                           "--outputs", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "smoke"
+
+
+def test_every_notebook_executed(smoke_run):
+    executed = sorted(p.name for p in (smoke_run / "notebooks").glob("*.ipynb"))
+    committed = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert executed == committed
+
+
+def test_01_splits(smoke_run):
+    z = np.load(smoke_run / "data" / "splits.npz")
+    assert {"target_train", "target_heldout", "shadow_train", "shadow_heldout", "calibration", "generator"} <= set(z.files)
+    assert len(z["target_train"]) == 200
+    all_idx = np.concatenate([z[k] for k in z.files])
+    assert len(all_idx) == len(np.unique(all_idx))
+    assert (smoke_run / "figures" / "01_samples_per_class.png").is_file()
+
+
+def test_02_03_models(smoke_run):
+    models = pd.read_csv(smoke_run / "results" / "models.csv")
+    vanilla = models[models.variant == "vanilla"].set_index("role")
+    assert {"target", "shadow"} <= set(vanilla.index)
+    assert vanilla.loc["target", "key"] != vanilla.loc["shadow", "key"]
+    assert ((vanilla.train_acc >= 0) & (vanilla.train_acc <= 1)).all()
+    assert len(list((smoke_run / "store" / "model").glob("*.pt"))) >= 2

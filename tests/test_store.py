@@ -1,0 +1,44 @@
+"""Content-addressed store: hit, miss, changed config, interrupted writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mia_nb.store import Store, atomic_write, config_key
+
+
+def test_hit_and_miss(tmp_path):
+    store = Store(tmp_path)
+    cfg = {"epochs": 3, "lr": 0.1}
+    assert store.get("model", cfg) is None
+    calls = []
+    make = lambda: calls.append(1) or {"w": torch.ones(2)}  # noqa: E731
+    first = store.get_or_make("model", cfg, make)
+    second = store.get_or_make("model", dict(reversed(list(cfg.items()))), make)  # key order irrelevant
+    assert calls == [1] and torch.equal(first["w"], second["w"])
+    store.get_or_make("model", {**cfg, "epochs": 4}, make)
+    assert calls == [1, 1]
+    assert config_key("model", cfg) != config_key("logits", cfg)
+
+
+def test_interrupted_write_leaves_nothing_loadable(tmp_path):
+    store = Store(tmp_path)
+    cfg = {"x": 1}
+
+    class Boom(Exception):
+        pass
+
+    def explode():
+        raise Boom()
+    with pytest.raises(Boom):
+        store.get_or_make("model", cfg, explode)
+    assert not store.has("model", cfg)
+
+    def half_written(tmp):  # writes some bytes, then the process "dies"
+        open(tmp, "wb").write(b"partial")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(store.path("model", cfg), half_written)
+    assert not store.has("model", cfg)
+    assert list(store.path("model", cfg).parent.iterdir()) == []  # temp file removed too

@@ -1,0 +1,62 @@
+"""Models and the training loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mia_nb.config import ConfigError, TrainConfig
+from mia_nb.models import build_model, last_linear
+from mia_nb.train import train_model
+
+
+@pytest.mark.parametrize("arch, channels, size", [("simple_cnn", 1, 28), ("simple_cnn", 3, 32),
+                                                  ("resnet18", 3, 32), ("efficientnet_b0", 3, 32)])
+def test_models_return_logits(arch, channels, size):
+    torch.manual_seed(0)
+    m = build_model(arch, 10, channels, size).eval()
+    assert isinstance(last_linear(m), torch.nn.Linear) and last_linear(m).out_features == 10
+    with torch.no_grad():
+        assert m(torch.randn(2, channels, size, size)).shape == (2, 10)
+
+
+def test_resnet50_head_and_offline_weights(monkeypatch):
+    m = build_model("resnet50", 120, 3, 224)
+    assert last_linear(m).out_features == 120
+
+    def offline(*a, **k):
+        raise OSError("no network")
+    import torchvision.models.resnet as rn
+    monkeypatch.setattr(rn, "resnet50", offline)
+    with pytest.raises(ConfigError, match="model.pretrained"):
+        build_model("resnet50", 120, 3, 224, pretrained=True)
+
+
+def test_unknown_arch():
+    with pytest.raises(ConfigError, match="model.arch"):
+        build_model("vgg", 10, 3, 32)
+
+
+def test_training_step_learns_and_is_seeded():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 1, 28, 28), generator=g, dtype=torch.uint8)
+    y = torch.arange(64) % 2
+    x[y == 1, :, :14] = 255  # a learnable signal
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.003)
+    prep = lambda b: b.float() / 255  # noqa: E731
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = build_model("simple_cnn", 2, 1, 28)
+        h = train_model(m, x, y, cfg, seed=1, prep=prep, x_eval=x, y_eval=y)
+        runs.append((h, m.state_dict()))
+    h = runs[0][0]
+    assert h["epoch"] == [1, 2, 3, 4] and h["train_loss"][-1] < h["train_loss"][0]
+    assert h["heldout_acc"][-1] > 0.9
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+def test_training_refuses_mismatched_data():
+    with pytest.raises(ValueError, match="training data"):
+        train_model(build_model("simple_cnn", 2, 1, 28), torch.zeros(3, 1, 28, 28), torch.zeros(2, dtype=torch.long),
+                    TrainConfig(epochs=1), seed=0)
