@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from . import data as data_mod
 from .config import Profile, TrainConfig, load_profile, seeds_of
@@ -22,7 +23,8 @@ from .models import build_model, forward_logits
 from .results import upsert_csv
 from .scores import Outputs, cached_logits, softmax
 from .store import Store, atomic_write
-from .train import resolve_device, train_model
+from .privacy import make_dp_compatible, make_private, spent_epsilon
+from .train import make_optimizer, resolve_device, train_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_SUBSET = 1000  # held-out images used for the per-epoch learning curve
@@ -147,17 +149,22 @@ class Study:
         return build_model(p.model.arch, info.n_classes, info.channels, info.size, p.model.pretrained)
 
     def trained(self, role: str, variant: str = "vanilla", train: TrainConfig | None = None,
-                extra: dict[str, Any] | None = None) -> TrainedModel:
-        """The target or shadow of a variant: loaded from the store, or trained and stored."""
+                dp: dict[str, float] | None = None) -> TrainedModel:
+        """The target or shadow of a variant: loaded from the store, or trained and stored.
+
+        `dp` = {"epsilon", "delta", "max_grad_norm"} trains with DP-SGD through Opacus.
+        """
         if role not in ("target", "shadow"):
             raise ValueError(f"role must be 'target' or 'shadow', got {role!r}")
         train = train or self.profile.train
-        config = self.model_config(role, train, extra)
+        config = self.model_config(role, train, {"dp": dict(sorted(dp.items()))} if dp else None)
         record = self.store.get("model", config)
         loaded = record is not None
         model = self.new_model()
+        if dp:
+            model = make_dp_compatible(model)
         if record is None:
-            record = self._train(model, role, variant, train)
+            record = self._train(model, role, variant, train, dp)
             self.store.put("model", config, record)
         model.load_state_dict(record["state_dict"])
         model.to(self.device).eval()
@@ -166,18 +173,41 @@ class Study:
         self._record_row(tm)
         return tm
 
-    def _train(self, model: nn.Module, role: str, variant: str, train: TrainConfig) -> dict[str, Any]:
+    def _train(self, model: nn.Module, role: str, variant: str, train: TrainConfig,
+               dp: dict[str, float] | None = None) -> dict[str, Any]:
         x, y = self.part(f"{role}_train")
         xh, yh = self.part(f"{role}_heldout")
         sub = np.random.default_rng(self.seed).permutation(len(yh))[:EVAL_SUBSET]
+        kw: dict[str, Any] = {}
+        if dp:
+            model.to(self.device)
+            loader = DataLoader(TensorDataset(x, y), batch_size=train.batch_size)
+            trained, opt, loader, engine = make_private(
+                model, make_optimizer(model.parameters(), train), loader, target_epsilon=dp["epsilon"],
+                delta=dp["delta"], epochs=train.epochs, max_grad_norm=dp["max_grad_norm"], seed=self.seed)
+            kw = {"optimizer": opt, "loader": loader}
+        else:
+            trained = model
         t0 = time.perf_counter()
-        hist = train_model(model, x, y, train, seed=self.seed, prep=self.prep, x_eval=xh[sub], y_eval=yh[sub],
-                           device=self.device, desc=f"{role} · {variant}")
+        hist = train_model(trained, x, y, train, seed=self.seed, prep=self.prep, augment=self.augment(),
+                           x_eval=xh[sub], y_eval=yh[sub], device=self.device, desc=f"{role} · {variant}", **kw)
         seconds = time.perf_counter() - t0
         metrics = self.measure(model, role)
         metrics["train_seconds"] = seconds
+        if dp:
+            metrics["dp_epsilon"] = spent_epsilon(engine, dp["delta"])
         return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "history": hist,
                 "metrics": metrics}
+
+    def augment(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Random rotation / crop / flip per image when the profile asks (the paper's Dogs recipe)."""
+        if not self.profile.data.augment:
+            return None
+        from torchvision.transforms import v2
+        size = self.info.size
+        tf = v2.Compose([v2.RandomRotation(10), v2.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True),
+                         v2.RandomHorizontalFlip()])
+        return lambda batch: torch.stack([tf(img) for img in batch])
 
     def measure(self, model: nn.Module, role: str) -> dict[str, float]:
         """Train / held-out accuracy and held-out ECE (15 bins) of a model."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -45,12 +45,14 @@ def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep: Prep, 
 def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, seed: int,
                 prep: Prep = None, augment: Prep = None, x_eval: torch.Tensor | None = None,
                 y_eval: torch.Tensor | None = None, device: torch.device | str = "cpu",
-                desc: str = "train", step_hook: Callable[[], None] | None = None,
-                optimizer: torch.optim.Optimizer | None = None) -> dict[str, list[float]]:
+                desc: str = "train", optimizer: torch.optim.Optimizer | None = None,
+                loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, list[float]]:
     """Train in place on in-memory tensors; one tqdm bar over epochs; return the per-epoch history.
 
     `prep` maps a stored batch (e.g. uint8) to model input, `augment` is applied before it.
     Held-out accuracy is measured every `cfg.eval_every` epochs on (x_eval, y_eval) (NaN between).
+    `optimizer` and `loader` replace the profile's optimizer and the seeded shuffling (DP-SGD passes
+    Opacus' private optimizer and its Poisson-sampling loader over (x, y)).
     """
     if len(x) != len(y) or len(y) == 0:
         raise ValueError(f"training data: {len(x)} images and {len(y)} labels (need the same, non-zero)")
@@ -64,11 +66,14 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(len(y), generator=gen)
-        total_loss, correct = 0.0, 0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
+        if loader is None:
+            order = torch.randperm(len(y), generator=gen)
+            batches = ((x[idx], y[idx]) for idx in order.split(cfg.batch_size))
+        else:
+            batches = iter(loader)
+        total_loss, correct, seen = 0.0, 0, 0
+        for xb, yb in batches:
+            xb, yb = xb.to(device), yb.to(device)
             if augment is not None:
                 xb = augment(xb)
             if prep is not None:
@@ -78,13 +83,13 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
             loss = loss_fn(out, yb)
             loss.backward()
             opt.step()
-            if step_hook is not None:
-                step_hook()
-            total_loss += float(loss.detach()) * len(idx)
+            total_loss += float(loss.detach()) * len(yb)
             correct += int((out.detach().argmax(1) == yb).sum())
+            seen += len(yb)
+        seen = max(seen, 1)
         evaluate = x_eval is not None and cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs)
         heldout = accuracy_of(model, x_eval, y_eval, prep, device) if evaluate else float("nan")
-        for k, v in zip(hist, (epoch, total_loss / len(y), correct / len(y), heldout, time.perf_counter() - t0)):
+        for k, v in zip(hist, (epoch, total_loss / seen, correct / seen, heldout, time.perf_counter() - t0)):
             hist[k].append(float(v))
         bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}", acc=f"{hist['train_acc'][-1]:.3f}",
                         heldout="-" if np.isnan(heldout) else f"{heldout:.3f}")

@@ -1,0 +1,148 @@
+"""DP-SGD helpers through Opacus (1.6): make a model DP-compatible, make training private, read epsilon.
+
+No training loop lives here; `mia_nb.train` drives the epochs. What the caller's loop must do with
+the objects `make_private` returns:
+- build the optimizer AFTER `make_dp_compatible` (it returns a new module, not the one passed in);
+- train with the returned model, optimizer and loader only (the loader does Poisson sampling:
+  variable batch sizes, possibly empty batches, which Opacus handles: do not skip them);
+- `model.train()` during training; the loss must be a mean over the batch
+  (e.g. `nn.CrossEntropyLoss()` default) because Opacus is set up with `loss_reduction="mean"`;
+- no gradient accumulation across batches (Poisson sampling forbids it), `optimizer.zero_grad()`
+  before every backward; no in-place ops on module outputs that Opacus hooks, and no parameter
+  module called twice in one forward;
+- the returned model is an Opacus `GradSampleModule`: its `state_dict()` keys carry a `_module.`
+  prefix; save `model._module.state_dict()` to get the plain model's weights.
+Noise and Poisson sampling draw from two `torch.Generator`s seeded from `seed`; with
+`secure_mode=False` (used here) Opacus allows this. Model init, dropout etc. remain the caller's.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+ACCOUNTANTS = ("prv", "rdp", "gdp")
+
+
+def make_dp_compatible(model: nn.Module) -> nn.Module:
+    """A copy of `model` with Opacus' fixes applied (BatchNorm -> GroupNorm, ...)."""
+    from opacus.validators import ModuleValidator
+
+    return ModuleValidator.fix(model)
+
+
+def dp_problems(model: nn.Module) -> list[str]:
+    """'name: ModuleType' for every trainable submodule Opacus cannot train with DP."""
+    from opacus.validators import ModuleValidator
+    from opacus.utils.module_utils import trainable_modules
+
+    problems = []
+    for name, sub in trainable_modules(model):
+        check = ModuleValidator.VALIDATORS.get(type(sub))
+        if check is not None and check(sub):
+            problems.append(f"{name or '<root>'}: {type(sub).__name__}")
+    # Opacus only inspects modules with trainable parameters; a non-affine BatchNorm still mixes
+    # samples of a batch, which breaks per-sample privacy.
+    for name, sub in model.named_modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in sub.parameters()):
+            problems.append(f"{name or '<root>'}: {type(sub).__name__} (no trainable affine; use GroupNorm)")
+    return problems
+
+
+def check_dp_compatible(model: nn.Module) -> None:
+    """Raise a one-line ValueError naming the modules Opacus cannot handle (train/eval mode ignored)."""
+    problems = dp_problems(model)
+    if problems:
+        raise ValueError(
+            "model is not DP-SGD compatible (run make_dp_compatible first): " + ", ".join(problems)
+        )
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    """Two independent 63-bit seeds (noise, sampling) from one seed."""
+    a, b = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
+    return int(a >> np.uint64(1)), int(b >> np.uint64(1))
+
+
+def make_private(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    *,
+    target_epsilon: float,
+    delta: float,
+    epochs: int,
+    max_grad_norm: float,
+    seed: int,
+    accountant: str = "prv",
+) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, Any]:
+    """Wrap model/optimizer/loader for DP-SGD reaching (target_epsilon, delta) after `epochs` epochs.
+
+    Returns (GradSampleModule, DPOptimizer, Poisson-sampling DPDataLoader, PrivacyEngine).
+    """
+    from opacus import PrivacyEngine
+
+    if not (isinstance(target_epsilon, (int, float)) and math.isfinite(target_epsilon) and target_epsilon > 0):
+        raise ValueError(f"target_epsilon must be a finite number > 0, got {target_epsilon!r}")
+    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+        raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if not (isinstance(max_grad_norm, (int, float)) and math.isfinite(max_grad_norm) and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be a finite number > 0, got {max_grad_norm!r}")
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"unknown accountant {accountant!r}; use one of {ACCOUNTANTS}")
+    if not isinstance(loader, DataLoader) or not hasattr(loader.dataset, "__len__") or len(loader.dataset) == 0:
+        raise ValueError("loader must be a torch DataLoader over a non-empty map-style dataset")
+    if loader.drop_last:
+        raise ValueError("loader must not use drop_last (Opacus replaces the sampler with Poisson sampling)")
+    check_dp_compatible(model)
+    n = len(loader.dataset)
+    if delta >= 1.0 / n:
+        warnings.warn(f"delta={delta:g} >= 1/N = {1.0 / n:.3g}: the (epsilon, delta) guarantee is weak", stacklevel=2)
+
+    noise_seed, sample_seed = _seeds(seed)
+    model.train()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        # PRV bounds its domain with an RDP pass whose alpha range is often too short: harmless.
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        engine = PrivacyEngine(accountant=accountant, secure_mode=False)
+        dp_model, dp_opt, dp_loader = engine.make_private_with_epsilon(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            target_epsilon=float(target_epsilon),
+            target_delta=float(delta),
+            epochs=epochs,
+            max_grad_norm=float(max_grad_norm),
+            loss_reduction="mean",
+            poisson_sampling=True,
+            noise_generator=torch.Generator().manual_seed(noise_seed),
+        )
+    # Opacus seeds Poisson sampling only from the original loader's generator (or its secure RNG);
+    # give the sampler its own seeded generator so batches are reproducible without touching `loader`.
+    dp_loader.batch_sampler.generator = torch.Generator().manual_seed(sample_seed)
+    return dp_model, dp_opt, dp_loader, engine
+
+
+def noise_multiplier(optimizer: torch.optim.Optimizer) -> float:
+    """The noise multiplier sigma Opacus chose for a DPOptimizer."""
+    return float(optimizer.noise_multiplier)
+
+
+def spent_epsilon(engine: Any, delta: float) -> float:
+    """Epsilon spent so far at `delta` (0.0 before any private step)."""
+    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+        raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
+    if len(engine.accountant) == 0:
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return float(engine.get_epsilon(delta))

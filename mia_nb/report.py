@@ -1,0 +1,59 @@
+"""HTML report: every executed notebook rendered with nbconvert, linked from an index page."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from .store import write_text
+
+KEY_FIGURES = ("04_roc", "05_fpr_heatmap", "05_false_positive_gallery", "06_tradeoff", "07_kde_separation",
+               "07_privacy_utility")
+
+
+def render_notebook(executed: Path, out_dir: Path) -> Path:
+    """One executed notebook → out_dir/<name>.html (images embedded, so no server is needed)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    nb = nbformat.read(str(executed), as_version=4)
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    return write_text(Path(out_dir) / f"{executed.stem}.html", body)
+
+
+def _figure_block(fig: Path, out_dir: Path) -> str:
+    """An <img> of a figure, referenced relative to the report folder."""
+    rel = Path("..") / fig.relative_to(out_dir.parent) if fig.is_relative_to(out_dir.parent) else fig
+    return f'<figure><img src="{html.escape(str(rel))}" alt="{fig.stem}"><figcaption>{fig.stem}</figcaption></figure>'
+
+
+def write_report(run_dir: Path, title: str = "mia-nb report") -> Path:
+    """Render every executed notebook of a run and write report/index.html; return its path."""
+    run_dir = Path(run_dir)
+    out_dir = run_dir / "report"
+    notebooks = sorted((run_dir / "notebooks").glob("*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"{run_dir / 'notebooks'} holds no executed notebook: run the study first")
+    pages = [render_notebook(nb, out_dir) for nb in notebooks]
+    links = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
+    figures = [f for name in KEY_FIGURES for f in sorted((run_dir / "figures").glob(f"{name}*.png"))]
+    claims_path = run_dir / "results" / "claims.csv"
+    claims = pd.read_csv(claims_path).to_html(index=False, classes="claims", na_rep="–", float_format="%.3f") \
+        if claims_path.is_file() else "<p>No claims table yet (notebook 08 writes it).</p>"
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+figure {{ display: inline-block; margin: .5em; max-width: 48%; vertical-align: top; }}
+figure img {{ max-width: 100%; border: 1px solid #ddd; }}
+table.claims {{ border-collapse: collapse; font-size: 90%; }}
+table.claims td, table.claims th {{ border: 1px solid #ccc; padding: .3em .6em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<h2>Notebooks</h2><ol>{links}</ol>
+<h2>Claims check</h2>{claims}
+<h2>Key figures</h2>{''.join(_figure_block(f, out_dir) for f in figures) or '<p>No key figures yet.</p>'}
+</body></html>
+"""
+    return write_text(out_dir / "index.html", page)
