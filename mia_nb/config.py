@@ -91,7 +91,7 @@ class OodConfig:
 class LlaConfig:
     hessian_structure: str = "kron"
     prior: str = "marglik"  # marglik | grid (grid search on the calibration split)
-    grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    grid: tuple[float, ...] = (-4.0, 4.0, 33.0)  # prior precisions: log10 min, log10 max, number of points
     link: str = "probit"  # probit | mc
     n_samples: int = 100
 
@@ -203,6 +203,9 @@ def validate(p: Profile) -> Profile:
         _one_of(f"ood.extra_datasets[{i}]", name, EXTRA_DATASETS)
     _one_of("calibration.llla.prior", p.calibration.llla.prior, ("marglik", "grid"))
     _one_of("calibration.llla.link", p.calibration.llla.link, ("probit", "mc"))
+    g = p.calibration.llla.grid
+    if len(g) != 3 or not g[0] < g[1] or g[2] < 3 or g[2] != int(g[2]):
+        raise ConfigError(f"calibration.llla.grid: expected [log10 min, log10 max, points >= 3], got {list(g)}")
     _one_of("calibration.llla.hessian_structure", p.calibration.llla.hessian_structure, ("kron", "diag", "full"))
     if p.model.pretrained and p.model.arch != "resnet50":
         raise ConfigError("model.pretrained: ImageNet weights are offered for resnet50 only")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,3 +24,14 @@ def write_profile(tmp_path):
         path.write_text(text)
         return path
     return write
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Run every notebook on the smoke profile once (into a temp outputs folder)."""
+    out = tmp_path_factory.mktemp("outputs")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-m", "mia_nb", "run", "--params", str(REPO / "params" / "smoke.yaml"),
+                           "--outputs", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "smoke"

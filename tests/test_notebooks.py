@@ -1,10 +1,8 @@
-"""The smoke profile end to end through `python -m mia_nb run`, then checks of what each notebook wrote."""
+"""The smoke profile end to end through `python -m mia_nb run` (fixture `smoke_run` in conftest.py),
+then checks of what each notebook wrote. Notebook-specific checks may also live in other test files."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +10,6 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """Run every notebook on the smoke profile once (into a temp outputs folder)."""
-    out = tmp_path_factory.mktemp("outputs")
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "mia_nb", "run", "--params", str(REPO / "params" / "smoke.yaml"),
-                           "--outputs", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out / "smoke"
 
 
 def test_every_notebook_executed(smoke_run):

@@ -1,0 +1,176 @@
+"""Model variants: a target + shadow pair and how their probabilities are read out.
+
+A variant is the vanilla pair, a post-hoc change of it (temperature, last-layer Laplace) or a retrained
+pair (label smoothing, weight decay, DP-SGD). The attacker mirrors the variant on its shadow. Every
+output is cached: logits per (model, pool) and Laplace probabilities per (Laplace fit, pool).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from . import calibration
+from .evaluate import evaluate_attacks, fit_attacks
+from .metrics import accuracy, ece, mmps, nll, overconfidence_error
+from .ood import PoolSpec, part_spec
+from .scores import Outputs, softmax
+from .store import config_key
+
+if TYPE_CHECKING:
+    from .study import Study, TrainedModel
+
+ROLES = ("target", "shadow")
+
+
+@dataclass
+class Variant:
+    """A target + shadow pair and the read-out of their probabilities."""
+
+    name: str
+    family: str  # vanilla | temperature | label_smoothing | llla | weight_decay | dp
+    models: dict[str, TrainedModel]
+    temperature: dict[str, float] = field(default_factory=lambda: {"target": 1.0, "shadow": 1.0})
+    laplace: dict[str, Any] | None = None  # role -> fitted laplace-torch Laplace (or LaplaceResult)
+    laplace_keys: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def probs(self, study: Study, role: str, spec: PoolSpec) -> np.ndarray:
+        """Probabilities of the variant's `role` model on a pool (cached)."""
+        tm = self.models[role]
+        if self.laplace is None:
+            logits = study.logits(tm, spec.config, lambda: spec.build()[0])
+            return softmax(logits, self.temperature[role])
+        llla = study.profile.calibration.llla
+        cfg = {"laplace": self.laplace_keys[role], "pool": spec.config, "link": llla.link,
+               "n_samples": llla.n_samples, "seed": study.seed}
+        return study.store.get_or_make("llla_probs", cfg, lambda: calibration.llla_predict(
+            self.laplace[role], spec.build()[0].to(study.device), link=llla.link, n_samples=llla.n_samples,
+            seed=study.seed))
+
+    def outputs(self, study: Study, role: str, spec: PoolSpec) -> Outputs:
+        """Probabilities and labels on a pool."""
+        return Outputs(self.probs(study, role, spec), spec.labels())
+
+
+# ------------------------------------------------------------------------------------ constructors
+
+def vanilla(study: Study) -> Variant:
+    """The profile's target and shadow."""
+    return Variant("vanilla", "vanilla", {r: study.trained(r) for r in ROLES})
+
+
+def with_temperature(study: Study, t: float, name: str | None = None) -> Variant:
+    """The vanilla pair read out at a fixed softmax temperature (post-hoc; T = 10 is the paper's defense)."""
+    base = vanilla(study)
+    return Variant(name or f"temp_{t:g}", "temperature", base.models, {r: float(t) for r in ROLES})
+
+
+def fitted_temperature(study: Study) -> Variant:
+    """Temperature scaling fitted by NLL on the `calibration` split, for target and shadow each."""
+    base = vanilla(study)
+    cal = part_spec(study, "calibration")
+    temps = {r: calibration.fit_temperature(study.logits(base.models[r], cal.config, lambda: cal.build()[0]),
+                                            study.splits_labels("calibration")) for r in ROLES}
+    return Variant("temp_fitted", "temperature", base.models, temps, info={"fitted_on": "calibration"})
+
+
+def retrained(study: Study, name: str, family: str, dp: dict[str, float] | None = None,
+              **train_changes: Any) -> Variant:
+    """A target + shadow pair retrained with changed training settings (label smoothing, L2) or DP-SGD."""
+    train = dataclasses.replace(study.profile.train, **train_changes)
+    models = {r: study.trained(r, name, train, dp=dp) for r in ROLES}
+    return Variant(name, family, models)
+
+
+def label_smoothing(study: Study, eps: float) -> Variant:
+    """Retrained with label smoothing ε."""
+    return retrained(study, f"ls_{eps:g}", "label_smoothing", label_smoothing=eps)
+
+
+def weight_decay(study: Study, wd: float) -> Variant:
+    """Retrained with L2 regularisation (Adam weight decay)."""
+    return retrained(study, f"l2_{wd:g}", "weight_decay", weight_decay=wd)
+
+
+def dp_sgd(study: Study, epsilon: float) -> Variant:
+    """Retrained with DP-SGD (Opacus) at budget (ε, δ = 1/n_train)."""
+    d = study.profile.defenses
+    n = len(study.splits["target_train"])
+    train_changes = {"epochs": d.dp_epochs} if d.dp_epochs else {}
+    v = retrained(study, f"dp_{epsilon:g}", "dp", dp={"epsilon": float(epsilon), "delta": 1.0 / n,
+                                                      "max_grad_norm": d.dp_max_grad_norm}, **train_changes)
+    v.info["dp_epsilon_spent"] = {r: v.models[r].metrics.get("dp_epsilon") for r in ROLES}
+    return v
+
+
+def llla(study: Study) -> Variant:
+    """Last-layer Laplace (KFAC, laplace-torch) on the vanilla pair; prior by marglik or calibration grid."""
+    base = vanilla(study)
+    cfg = study.profile.calibration.llla
+    results: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    for role in ROLES:
+        tm = base.models[role]
+        config = {"model": tm.key, **dataclasses.asdict(cfg), "seed": study.seed}
+        keys[role] = config_key("laplace", config)
+        model = tm.model.to(study.device)
+        state = study.store.get("laplace", config)
+        if state is not None:
+            results[role] = calibration.load_llla(model, state["llla"])
+            meta[role] = state["meta"]
+            continue
+        x, y = study.inputs(f"{role}_train")
+        train_loader = DataLoader(TensorDataset(x, y), batch_size=256)
+        calib = None
+        if cfg.prior == "grid":
+            xc, yc = study.inputs("calibration")
+            calib = DataLoader(TensorDataset(xc, yc), batch_size=256)
+        res = calibration.fit_llla(model, train_loader, hessian_structure=cfg.hessian_structure,
+                                   prior=cfg.prior, calib_loader=calib, link=cfg.link,
+                                   n_samples=cfg.n_samples, seed=study.seed,
+                                   **({"grid": tuple(cfg.grid)} if cfg.prior == "grid" else {}))
+        meta[role] = {"prior_precision": res.prior_precision, "prior_method": res.prior_method,
+                      "backend": res.backend, "on_grid_edge": res.on_grid_edge, "grid": res.grid,
+                      "grid_nll": res.grid_nll, "log_marglik": res.log_marglik}
+        study.store.put("laplace", config, {"llla": calibration.llla_state(res), "meta": meta[role]})
+        results[role] = res
+    return Variant("llla", "llla", base.models, laplace=results, laplace_keys=keys, info={"laplace": meta})
+
+
+# --------------------------------------------------------------------------------------- evaluation
+
+def attack_rows(study: Study, variant: Variant, pools: dict[str, PoolSpec]) -> tuple[pd.DataFrame, dict]:
+    """Fit every attack on the variant's balanced shadow, evaluate on target members vs each pool."""
+    cfg = study.profile.attacks
+    sh_in = variant.outputs(study, "shadow", part_spec(study, "shadow_train"))
+    sh_out = variant.outputs(study, "shadow", part_spec(study, "shadow_heldout"))
+    attacks, sizes = fit_attacks(cfg, sh_in, sh_out, study.seed)
+    members = variant.outputs(study, "target", part_spec(study, "target_train"))
+    nonmembers = {name: variant.outputs(study, "target", spec) for name, spec in pools.items()}
+    rows = evaluate_attacks(attacks, members, nonmembers, variant.name, n_boot=cfg.n_boot, seed=study.seed)
+    return rows, {"attacks": attacks, "sizes": sizes, "members": members, "nonmembers": nonmembers}
+
+
+def model_row(study: Study, variant: Variant) -> dict[str, Any]:
+    """Held-out accuracy, NLL, ECE (15 bins), overconfidence error and MMPS of the variant's target."""
+    out = variant.outputs(study, "target", part_spec(study, "target_heldout"))
+    train = variant.outputs(study, "target", part_spec(study, "target_train"))
+    return {"variant": variant.name, "family": variant.family, "heldout_acc": accuracy(out.probs, out.labels),
+            "train_acc": accuracy(train.probs, train.labels), "nll": nll(out.probs, out.labels),
+            "ece": ece(out.probs, out.labels), "oe": overconfidence_error(out.probs, out.labels),
+            "mmps_members": mmps(train.probs), "mmps_heldout": mmps(out.probs),
+            "temperature_target": variant.temperature["target"], "temperature_shadow": variant.temperature["shadow"]}
+
+
+def save_variant_results(study: Study, rows: pd.DataFrame, model: dict[str, Any]) -> None:
+    """Upsert attack rows into results/attacks.csv and the variant's row into results/variants.csv."""
+    study.save_table(rows, "attacks", keys=["variant", "attack", "nonmember_set"])
+    study.save_table(pd.DataFrame([model]), "variants", keys=["variant"])
