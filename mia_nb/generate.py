@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 _BASE = {28: 7, 32: 8}        # side length before the two stride-2 upsamplings
 MANIFEST = "manifest.json"
+ARCH = "cdcgan-onehotG-projD-v2"   # bump when Generator/Discriminator change; put it in store keys
 _PNG = re.compile(r"^(\d+)_(\d+)\.png$")
 
 

@@ -59,7 +59,7 @@ def _heldout_raw(study: Study) -> tuple[torch.Tensor, np.ndarray]:
 def gan_config(study: Study) -> dict[str, Any]:
     """What identifies the study's GAN: the generator split, the GAN settings, the seed."""
     g = study.profile.ood.gan
-    return {"generator_part": study.part_pool("generator"), "epochs": g.epochs, "batch_size": g.batch_size,
+    return {"generator_part": study.part_pool("generator"), "arch": generate.ARCH, "epochs": g.epochs, "batch_size": g.batch_size,
             "latent_dim": g.latent_dim, "time_budget_s": g.time_budget_s, "seed": study.seed}
 
 

@@ -13,18 +13,24 @@ KEY_FIGURES = ("04_roc", "05_fpr_heatmap", "05_false_positive_gallery", "06_trad
                "07_privacy_utility")
 
 
-def render_notebook(executed: Path, out_dir: Path) -> Path:
-    """One executed notebook → out_dir/<name>.html (images embedded, so no server is needed)."""
+def render_notebook(executed: Path, out_dir: Path, prefix: str = "") -> Path:
+    """One executed notebook → out_dir/<prefix><name>.html (images embedded, so no server is needed)."""
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(str(executed), as_version=4)
     body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
-    return write_text(Path(out_dir) / f"{executed.stem}.html", body)
+    return write_text(Path(out_dir) / f"{prefix}{executed.stem}.html", body)
+
+
+def executed_notebooks(run_dir: Path) -> list[tuple[str, Path]]:
+    """(label prefix, path) of every executed notebook of a run: per-seed ones first, then the run's own."""
+    found = [(f"{p.parent.parent.name}_", p) for p in sorted(run_dir.glob("seed_*/notebooks/*.ipynb"))]
+    return found + [("", p) for p in sorted(run_dir.glob("notebooks/*.ipynb"))]
 
 
 def _figure_block(fig: Path, out_dir: Path) -> str:
     """An <img> of a figure, referenced relative to the report folder."""
-    rel = Path("..") / fig.relative_to(out_dir.parent) if fig.is_relative_to(out_dir.parent) else fig
+    rel = Path("..") / fig.relative_to(out_dir.parent) if fig.is_relative_to(out_dir.parent) else fig.resolve()
     return f'<figure><img src="{html.escape(str(rel))}" alt="{fig.stem}"><figcaption>{fig.stem}</figcaption></figure>'
 
 
@@ -32,12 +38,13 @@ def write_report(run_dir: Path, title: str = "mia-nb report") -> Path:
     """Render every executed notebook of a run and write report/index.html; return its path."""
     run_dir = Path(run_dir)
     out_dir = run_dir / "report"
-    notebooks = sorted((run_dir / "notebooks").glob("*.ipynb"))
+    notebooks = executed_notebooks(run_dir)
     if not notebooks:
-        raise FileNotFoundError(f"{run_dir / 'notebooks'} holds no executed notebook: run the study first")
-    pages = [render_notebook(nb, out_dir) for nb in notebooks]
+        raise FileNotFoundError(f"{run_dir} holds no executed notebook: run the study first")
+    pages = [render_notebook(nb, out_dir, prefix) for prefix, nb in notebooks]
     links = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
-    figures = [f for name in KEY_FIGURES for f in sorted((run_dir / "figures").glob(f"{name}*.png"))]
+    fig_dirs = [run_dir / "figures", *sorted(run_dir.glob("seed_*/figures"))]
+    figures = [f for name in KEY_FIGURES for d in fig_dirs[:2] for f in sorted(d.glob(f"{name}*.png"))]
     claims_path = run_dir / "results" / "claims.csv"
     claims = pd.read_csv(claims_path).to_html(index=False, classes="claims", na_rep="–", float_format="%.3f") \
         if claims_path.is_file() else "<p>No claims table yet (notebook 08 writes it).</p>"

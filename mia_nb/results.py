@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .store import atomic_write
 
@@ -38,3 +40,36 @@ def upsert_csv(df: pd.DataFrame, path: str | Path, keys: list[str]) -> pd.DataFr
         df = pd.concat([old, df], ignore_index=True) if len(old) else df
     write_csv(df, path)
     return df
+
+
+TABLE_KEYS = {"attacks": ["variant", "attack", "nonmember_set"], "variants": ["variant"],
+              "separation": ["variant"], "agreement": ["variant", "nonmember_set"], "models": ["variant", "role"]}
+
+
+def aggregate(tables: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    """Mean and 95% t-interval over seeds of every numeric column (`<col>_lo`, `<col>_hi`, `n_seeds`)."""
+    both = pd.concat(tables, ignore_index=True)
+    numeric = [c for c in both.columns if c not in keys and pd.api.types.is_numeric_dtype(both[c]) and c != "seed"]
+    g = both.groupby(keys, sort=False)[numeric]
+    mean, sem, n = g.mean(), g.sem(), g.count()
+    t = stats.t.ppf(0.975, np.maximum(n - 1, 1))
+    half = sem * t
+    out = mean.copy()
+    for c in numeric:
+        out[f"{c}_lo"] = mean[c] - half[c]
+        out[f"{c}_hi"] = mean[c] + half[c]
+    out["n_seeds"] = n[numeric[0]] if numeric else 0
+    return out.reset_index()
+
+
+def aggregate_seed_tables(results_dir: str | Path, seeds: tuple[int, ...]) -> list[Path]:
+    """Write results/<table>.csv = mean and 95% interval over results/seed_<s>/<table>.csv for every table."""
+    results_dir = Path(results_dir)
+    written = []
+    for name, keys in TABLE_KEYS.items():
+        paths = [results_dir / f"seed_{s}" / f"{name}.csv" for s in seeds]
+        tables = [pd.read_csv(p) for p in paths if p.is_file()]
+        if not tables:
+            continue
+        written.append(write_csv(aggregate(tables, keys), results_dir / f"{name}.csv"))
+    return written

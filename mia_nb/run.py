@@ -58,32 +58,51 @@ def execute(notebook: Path, out: Path, params: dict, cwd: Path) -> None:
                         progress_bar=False, log_output=False)
 
 
+SUMMARY_FROM = 8  # notebooks numbered from here on summarise a run (once, over all seeds)
+
+
 def run_study(params_file: str | Path, only: str | None = None, outputs_root: str | Path | None = None,
-              quiet: bool = False, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Execute the selected notebooks for every seed of the profile; return the executed copies."""
+              quiet: bool = False, notebook_dir: Path = NOTEBOOK_DIR, report: bool = True) -> list[Path]:
+    """Execute the selected notebooks for every seed of the profile, then the summary notebooks once.
+
+    With several seeds, per-seed tables are aggregated (mean, 95% interval) into results/ before the
+    summary notebooks run. Returns the executed copies; writes report/index.html when `report`.
+    """
     import papermill as pm
     params_file = Path(params_file).resolve()
     profile = load_profile(params_file)
     preflight(profile)
     outputs_root = Path(outputs_root).resolve() if outputs_root else REPO_ROOT / "outputs"
     notebooks = select(list_notebooks(notebook_dir), only)
+    per_seed = [nb for nb in notebooks if int(nb.name[:2]) < SUMMARY_FROM]
+    summary = [nb for nb in notebooks if int(nb.name[:2]) >= SUMMARY_FROM]
     seeds = seeds_of(profile)
+    base = outputs_root / profile.name
+    jobs = [(nb, seed, base / f"seed_{seed}" if len(seeds) > 1 else base) for seed in seeds for nb in per_seed]
+    jobs += [(nb, -1, base) for nb in summary]
     done: list[Path] = []
-    for seed in seeds:
-        run_dir = outputs_root / profile.name / (f"seed_{seed}" if len(seeds) > 1 else "")
-        for nb in notebooks:
-            out = run_dir / "notebooks" / nb.name
-            t0 = time.perf_counter()
-            if not quiet:
-                print(f"[{profile.name} · seed {seed}] {nb.stem} …", flush=True)
-            try:
-                execute(nb, out, {"params_file": str(params_file), "outputs_root": str(outputs_root),
-                                  "seed": int(seed)}, notebook_dir)
-            except pm.PapermillExecutionError as err:
-                raise NotebookFailed(nb.name, err.exec_count, f"{err.ename}: {err.evalue}", out) from None
-            done.append(out)
-            if not quiet:
-                print(f"    done in {time.perf_counter() - t0:.0f} s → {out}", flush=True)
+    for i, (nb, seed, run_dir) in enumerate(jobs):
+        if summary and nb == summary[0] and len(seeds) > 1:
+            from .results import aggregate_seed_tables
+            aggregate_seed_tables(base / "results", seeds)
+        out = run_dir / "notebooks" / nb.name
+        t0 = time.perf_counter()
+        if not quiet:
+            label = f"seed {seed}" if seed >= 0 else "all seeds"
+            print(f"[{i + 1}/{len(jobs)}] {profile.name} · {label} · {nb.stem} …", flush=True)
+        try:
+            execute(nb, out, {"params_file": str(params_file), "outputs_root": str(outputs_root),
+                              "seed": int(seed)}, notebook_dir)
+        except pm.PapermillExecutionError as err:
+            raise NotebookFailed(nb.name, err.exec_count, f"{err.ename}: {err.evalue}", out) from None
+        done.append(out)
+        if not quiet:
+            print(f"    done in {time.perf_counter() - t0:.0f} s → {out}", flush=True)
+    if report and done:
+        from .report import write_report
+        index = write_report(base, title=f"mia-nb · {profile.name}")
+        if not quiet:
+            print(f"report: {index}")
     return done
 
 

@@ -53,11 +53,12 @@ class Study:
 
     def __init__(self, profile: Profile, outputs_root: str | Path | None = None, seed: int | None = None):
         self.profile = profile
+        self.multi_seed = len(seeds_of(profile)) > 1
+        self.aggregate = self.multi_seed and seed is None  # summary notebooks of a multi-seed run
         self.seed = profile.seed if seed is None else int(seed)
         root = Path(outputs_root) if outputs_root else REPO_ROOT / "outputs"
         self.base = root / profile.name
-        multi = len(seeds_of(profile)) > 1
-        self.dir = self.base / f"seed_{self.seed}" if multi else self.base
+        self.dir = self.base / f"seed_{self.seed}" if self.multi_seed and not self.aggregate else self.base
         self.store = Store(self.base / "store")
         self.device = resolve_device(profile.device)
 
@@ -74,6 +75,11 @@ class Study:
 
     @property
     def results_dir(self) -> Path:
+        """results/ (single seed or the seed aggregate), or results/seed_<s>/ for one seed of several."""
+        if self.multi_seed and not self.aggregate:
+            path = self.base / "results" / f"seed_{self.seed}"
+            path.mkdir(parents=True, exist_ok=True)
+            return path
         return self.folder("results")
 
     @property
@@ -256,6 +262,9 @@ class Study:
 
 
 def open_study(params: str | Path, outputs_root: str | Path | None = None, seed: int | None = None) -> Study:
-    """Load and validate a profile and open its run context (seed < 0 or None = the profile's)."""
+    """Load and validate a profile and open its run context.
+
+    seed < 0 or None: the profile's seed, or for a profile with several `seeds`, the aggregate over them.
+    """
     profile = load_profile(params)
     return Study(profile, outputs_root, None if seed is None or seed < 0 else seed)
