@@ -11,6 +11,7 @@ them (aggregate tables carry `<column>_lo` / `<column>_hi`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -214,3 +215,20 @@ def _agreement(res: Results) -> Estimate:
     if "agreement_lo" in r.index:
         return Estimate(float(r.agreement), float(r.agreement_lo), float(r.agreement_hi))
     return wilson(float(r.agreement), int(r.n_samples))
+
+
+def load_results(results_dir: Path) -> Results:
+    """The tables the claims rest on; a one-line error names the notebook that writes a missing one."""
+    from .results import read_csv
+    results_dir = Path(results_dir)
+    attacks = read_csv(results_dir / "attacks.csv", "notebooks 04-07")
+    optional = {}
+    for name in ("separation", "agreement"):
+        path = results_dir / f"{name}.csv"
+        optional[name] = pd.read_csv(path) if path.is_file() else None
+    return Results(attacks, optional["separation"], optional["agreement"])
+
+
+def summary(df: pd.DataFrame) -> dict[str, int]:
+    """How many claims got each verdict."""
+    return {v: int((df.verdict == v).sum()) for v in (HOLDS, FAILS, INCONCLUSIVE, NOT_RUN)}

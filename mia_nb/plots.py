@@ -96,3 +96,26 @@ def learning_curves(histories: dict[str, dict[str, list[float]]]) -> plt.Figure:
     b.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def claims_forest(df: "pd.DataFrame") -> plt.Figure:
+    """Each claim's measured value with its 95% interval against its reference, coloured by verdict."""
+    colours = {"holds": "tab:green", "does not hold": "tab:red", "inconclusive": "tab:orange",
+               "not measured": "tab:gray"}
+    n = len(df)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * n + 1.2))
+    for i, r in enumerate(df.itertuples()):
+        y = n - 1 - i
+        ref = float(str(r.reference).split()[-1])
+        ax.plot([ref, ref], [y - 0.35, y + 0.35], color="k", lw=1)
+        if not np.isnan(r.measured):
+            ax.errorbar(r.measured, y, xerr=[[r.measured - r.ci_lo], [r.ci_hi - r.measured]], fmt="o",
+                        color=colours.get(r.verdict, "k"), capsize=3)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([c if len(c) < 70 else c[:67] + "…" for c in df.claim[::-1]], fontsize=8)
+    ax.set_xlabel("measured value (95% interval); black tick = the claim's reference")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in colours.items()]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.set_title("The paper's findings, checked on this run")
+    fig.tight_layout()
+    return fig

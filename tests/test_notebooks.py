@@ -34,3 +34,15 @@ def test_02_03_models(smoke_run):
     assert vanilla.loc["target", "key"] != vanilla.loc["shadow", "key"]
     assert ((vanilla.train_acc >= 0) & (vanilla.train_acc <= 1)).all()
     assert len(list((smoke_run / "store" / "model").glob("*.pt"))) >= 2
+
+
+def test_08_claims_and_report(smoke_run):
+    claims = pd.read_csv(smoke_run / "results" / "claims.csv")
+    assert len(claims) >= 8
+    assert {"claim", "measured", "reference", "verdict", "paper"} <= set(claims.columns)
+    assert set(claims.verdict) <= {"holds", "does not hold", "inconclusive", "not measured"}
+    assert (claims.verdict != "not measured").sum() >= 8, claims[["claim", "verdict"]]
+    index = (smoke_run / "report" / "index.html").read_text()
+    for nb in (smoke_run / "notebooks").glob("*.ipynb"):
+        assert f'href="{nb.stem}.html"' in index
+        assert (smoke_run / "report" / f"{nb.stem}.html").is_file()
