@@ -130,3 +130,36 @@ def test_to_input_normalises():
     x = torch.full((2, 1, 3, 3), 255, dtype=torch.uint8)
     out = data.to_input(x, info)
     assert torch.allclose(out, torch.full_like(out, (1 - info.mean[0]) / info.std[0]))
+
+
+def test_cifar100_svhn_stl10_loaders(tmp_path, monkeypatch):
+    """Each torchvision loader on a few images written in its own on-disk format."""
+    import scipy.io
+    import torchvision.datasets.cifar as tv_cifar
+    import torchvision.datasets.stl10 as tv_stl10
+    import torchvision.datasets.svhn as tv_svhn
+    for mod in (tv_cifar, tv_svhn, tv_stl10):  # md5 sums are those of the real files
+        monkeypatch.setattr(mod, "check_integrity", lambda *a, **k: True)
+    rng = np.random.default_rng(2)
+    c100 = tmp_path / "cifar-100-python"
+    c100.mkdir()
+    for name, n in (("train", 5), ("test", 3)):
+        with open(c100 / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": [7] * n}, f)
+    with open(c100 / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [str(i) for i in range(100)]}, f)
+    x, y = data.load_cifar("cifar100", tmp_path)
+    assert x.shape == (8, 3, 32, 32) and y.tolist() == [7] * 8
+
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8),
+                                                   "y": np.array([[1], [2], [10], [3]])})
+    x, y = data.load_svhn(tmp_path)
+    assert x.shape == (4, 3, 32, 32) and (y == -1).all()
+
+    stl = tmp_path / "stl10_binary"
+    stl.mkdir()
+    rng.integers(0, 256, (4, 3, 96, 96), dtype=np.uint8).tofile(stl / "test_X.bin")
+    np.array([1, 8, 3, 10], dtype=np.uint8).tofile(stl / "test_y.bin")  # 8 = monkey (1-based)
+    x, y = data.load_stl10(tmp_path)
+    assert x.shape == (3, 3, 96, 96)
+    assert y.tolist() == [0, 1, 9]  # airplane, car → CIFAR automobile (1), truck; the monkey is gone
