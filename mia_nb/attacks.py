@@ -16,12 +16,12 @@ ROC point / shadow-accuracy optimum, whatever the ties.
 
 from __future__ import annotations
 
-import copy
+import warnings
 
 import numpy as np
-import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_curve
-from torch import nn
+from sklearn.neural_network import MLPClassifier
 
 from mia_nb.scores import Outputs, ce_loss, entropy, max_score, topk
 
@@ -196,10 +196,10 @@ class EntropyAttack(Attack):
 class SalemAttack(Attack):
     """Salem et al. (ML-Leaks) top-k: sorted top-k softmax → MLP k→64→ReLU→1, member iff sigmoid ≥ 0.5.
 
-    Trained with BCEWithLogits, Adam (lr), batch size `batch_size`, shuffling from a seeded
-    torch.Generator and weights initialised under `seed` (global RNG state is left untouched).
-    Training stops when the epoch-mean training loss has not improved (by more than `min_delta`) for
-    `patience` epochs, or after `max_epochs`; the weights of the best epoch are kept.
+    scikit-learn's MLPClassifier: logistic output with log-loss (= BCE), Adam (lr), batch size
+    `batch_size`, seeded shuffling and initialisation (`random_state=seed`), no L2 penalty. Training
+    stops when the epoch training loss has not improved by more than `min_delta` for more than
+    `patience` epochs (scikit-learn's n_iter_no_change rule), or after `max_epochs` (the paper's rule: stop when the training loss stops improving).
     `threshold` is NaN (the decision is the MLP's).
     """
 
@@ -213,7 +213,7 @@ class SalemAttack(Attack):
         batch_size: int = 16,
         patience: int = 5,
         max_epochs: int = 100,
-        min_delta: float = 0.0,
+        min_delta: float = 5e-4,  # the paper code's minimum change of the training loss
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -225,7 +225,7 @@ class SalemAttack(Attack):
             raise ValueError(f"SalemAttack: lr must be a positive number, got {lr!r}")
         self.k, self.hidden, self.lr, self.batch_size = int(k), int(hidden), float(lr), int(batch_size)
         self.patience, self.max_epochs, self.min_delta, self.seed = int(patience), int(max_epochs), min_delta, seed
-        self.model: nn.Module | None = None
+        self.model: MLPClassifier | None = None
         self.history: list[float] = []  # epoch-mean training loss
         self.best_epoch: int = -1
 
@@ -234,56 +234,33 @@ class SalemAttack(Attack):
         """NaN: the MLP decides."""
         return float("nan")
 
-    def _features(self, out: Outputs, who: str) -> torch.Tensor:
+    def _features(self, out: Outputs, who: str) -> np.ndarray:
         if self.k > out.n_classes:
             raise ValueError(f"SalemAttack.{who}: k={self.k} exceeds the number of classes ({out.n_classes})")
-        return torch.from_numpy(topk(out.probs, self.k).astype(np.float32))
+        return topk(out.probs, self.k)
 
     def fit(self, member: Outputs, nonmember: Outputs) -> SalemAttack:
         """Train the attack MLP on shadow member (1) / non-member (0) top-k features."""
         _check_pair(member, nonmember, type(self).__name__)
-        x = torch.cat([self._features(member, "fit"), self._features(nonmember, "fit")])
-        y = torch.cat([torch.ones(len(member)), torch.zeros(len(nonmember))])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = nn.Sequential(nn.Linear(self.k, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1))
-        gen = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
-        n = len(y)
-        best, best_state, since = np.inf, copy.deepcopy(model.state_dict()), 0
-        self.history = []
-        model.train()
-        for epoch in range(self.max_epochs):
-            perm = torch.randperm(n, generator=gen)
-            total = 0.0
-            for start in range(0, n, self.batch_size):
-                idx = perm[start:start + self.batch_size]
-                loss = loss_fn(model(x[idx]).squeeze(1), y[idx])
-                opt.zero_grad()
-                (loss / len(idx)).backward()
-                opt.step()
-                total += float(loss.detach())
-            epoch_loss = total / n
-            self.history.append(epoch_loss)
-            if epoch_loss < best - self.min_delta:
-                best, best_state, since, self.best_epoch = epoch_loss, copy.deepcopy(model.state_dict()), 0, epoch
-            else:
-                since += 1
-                if since >= self.patience:
-                    break
-        model.load_state_dict(best_state)
-        model.eval()
+        x = np.concatenate([self._features(member, "fit"), self._features(nonmember, "fit")])
+        y = np.concatenate([np.ones(len(member), int), np.zeros(len(nonmember), int)])
+        model = MLPClassifier(hidden_layer_sizes=(self.hidden,), activation="relu", solver="adam",
+                              learning_rate_init=self.lr, batch_size=self.batch_size, max_iter=self.max_epochs,
+                              n_iter_no_change=self.patience, tol=self.min_delta, alpha=0.0, shuffle=True,
+                              random_state=self.seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=ConvergenceWarning)
+            model.fit(x, y)
+        self.history = [float(v) for v in model.loss_curve_]
+        self.best_epoch = int(np.argmin(self.history))
         self.model = model
         self._fitted = True
         return self
 
     def score(self, out: Outputs) -> np.ndarray:
-        """Sigmoid output of the attack MLP, float64 [N]."""
+        """Sigmoid output of the attack MLP (probability of 'member'), float64 [N]."""
         self._require_fitted()
-        with torch.no_grad():
-            logit = self.model(self._features(out, "score")).squeeze(1)
-        return torch.sigmoid(logit).double().numpy()
+        return self.model.predict_proba(self._features(out, "score"))[:, 1].astype(np.float64)
 
     def predict(self, out: Outputs) -> np.ndarray:
         """True = member: sigmoid ≥ 0.5."""

@@ -45,3 +45,37 @@ def evaluate_attacks(attacks: dict[str, Attack], members: Outputs, pools: dict[s
 def decisions(attacks: dict[str, Attack], outputs: Outputs) -> pd.DataFrame:
     """Boolean member decision of every attack on the same samples (columns: attack names)."""
     return pd.DataFrame({name: np.asarray(a.predict(outputs), bool) for name, a in attacks.items()})
+
+
+def readable_table(df: pd.DataFrame) -> pd.DataFrame:
+    """attacks.csv rows for reading: rounded rates, TPR at 1% / 0.1% FPR with its 95% CI and FP budget."""
+    from .metrics import LOW_FPRS, allowed_false_positives
+    out = pd.DataFrame({
+        "attack": df["attack"], "non-members": df["nonmember_set"], "threshold": df["threshold"].round(6),
+        "TPR (recall)": df["recall"].round(3), "FPR": df["fpr"].round(3), "precision": df["precision"].round(3),
+        "accuracy": df["accuracy"].round(3), "AUROC": df["auroc"].round(3), "AUPR": df["aupr"].round(3),
+        "FPR @ 95% TPR": df["fpr_at_95tpr"].round(3), "best balanced acc.": df["balanced_accuracy"].round(3),
+    })
+    for suffix, alpha in LOW_FPRS.items():
+        col = f"tpr_at_{suffix}_fpr"
+        out[f"TPR @ {alpha:.1%} FPR [95% CI]"] = [
+            f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df[col], df[f"{col}_lo"], df[f"{col}_hi"])]
+        out[f"false positives allowed @ {alpha:.1%}"] = [
+            f"{allowed_false_positives(int(n), alpha):,} of {int(n):,}" for n in df["n_nonmembers"]]
+    return out.reset_index(drop=True)
+
+
+def agreement_rows(attacks: dict[str, Attack], members: Outputs, nonmembers: dict[str, Outputs],
+                   variant: str) -> pd.DataFrame:
+    """Per non-member set: the fraction of (members + that set) on which 'threshold' and 'entropy' decide alike."""
+    missing = [a for a in ("threshold", "entropy") if a not in attacks]
+    if missing:
+        raise ValueError(f"agreement_rows: attacks lack {missing}; add them to the profile's attacks.names")
+    pair = {name: attacks[name] for name in ("threshold", "entropy")}
+    on_members = decisions(pair, members)
+    rows = []
+    for name, out in nonmembers.items():
+        d = pd.concat([on_members, decisions(pair, out)], ignore_index=True)
+        rows.append({"variant": variant, "nonmember_set": name, "n_samples": len(d),
+                     "agreement": float((d["threshold"] == d["entropy"]).mean())})
+    return pd.DataFrame(rows, columns=["variant", "nonmember_set", "n_samples", "agreement"])
