@@ -431,8 +431,12 @@ def threshold_slider(member_scores: np.ndarray, nonmember_scores: np.ndarray, le
 
     The slider's stops are quantiles of all scores, so it moves evenly through the data however much
     of it is piled up near 1; it starts at the stop nearest the learned threshold. Returns the
-    `ipywidgets.interactive` (display it as a cell's last expression).
+    `ipywidgets.interactive` (display it as a cell's last expression), or None in a headless run
+    (the runner sets MIA_NB_HEADLESS), where the static `threshold_explorer` figure stands in.
     """
+    import os
+    if os.environ.get("MIA_NB_HEADLESS"):  # papermill run: no live kernel to move a slider
+        return None
     import ipywidgets as widgets
     from IPython.display import display
     pooled = np.r_[np.asarray(member_scores, float), np.asarray(nonmember_scores, float)]
@@ -476,9 +480,9 @@ def pool_rows_grid(images: "dict[str, torch.Tensor]", titles: "dict[str, Sequenc
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
         if not len(imgs):
             axes[r, 0].text(0.0, 0.5, "none", transform=axes[r, 0].transAxes, va="center", fontsize=8, color="0.4")
-    if title:
-        fig.suptitle(title)
     fig.tight_layout()
+    if title:  # above the first row's image titles (the saved figure's bounding box is tight)
+        fig.suptitle(title, y=1.0 + (0.3 if titles else 0.05) / fig.get_figheight(), va="bottom")
     return fig
 
 

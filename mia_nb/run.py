@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -54,6 +55,7 @@ def execute(notebook: Path, out: Path, params: dict, cwd: Path) -> None:
     """Run one notebook with papermill, writing the executed copy to `out`."""
     import papermill as pm
     out.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["MIA_NB_HEADLESS"] = "1"  # the kernel inherits it: widgets are skipped, static figures stay
     pm.execute_notebook(str(notebook), str(out), parameters=params, cwd=str(cwd), kernel_name="python3",
                         progress_bar=False, log_output=False)
 
