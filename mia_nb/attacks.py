@@ -23,7 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_curve
 from sklearn.neural_network import MLPClassifier
 
-from mia_nb.scores import Outputs, ce_loss, entropy, max_score, topk
+from mia_nb.scores import Outputs, ce_loss_logp, entropy, topk
 
 
 def _check_pair(member: Outputs, nonmember: Outputs, who: str) -> None:
@@ -122,12 +122,21 @@ class Attack:
 
 
 class ThresholdAttack(Attack):
-    """Max softmax score; threshold at the shadow ROC point maximising TPR − FPR; member iff max score > t."""
+    """Max softmax score; threshold at the shadow ROC point maximising TPR − FPR; member iff max score > t.
+
+    Ranks by the log of the max score (`Outputs.log_probs`): the same order and decisions as the max
+    score, but without the ties a float softmax makes at exactly 1.0. `threshold` is in max-score units.
+    """
 
     name = "threshold"
 
     def _stat(self, out: Outputs) -> np.ndarray:
-        return max_score(out.probs)
+        return out.log_probs.max(axis=1)
+
+    @property
+    def threshold(self) -> float:
+        """Max-score threshold: member iff max softmax score > threshold."""
+        return float(np.exp(self._cut))
 
     def fit(self, member: Outputs, nonmember: Outputs) -> ThresholdAttack:
         """Fit the threshold on shadow member / non-member outputs."""
@@ -137,7 +146,7 @@ class ThresholdAttack(Attack):
         return self
 
     def score(self, out: Outputs) -> np.ndarray:
-        """Max softmax score."""
+        """log of the max softmax score (monotone in the max score)."""
         return self._stat(out)
 
 
@@ -158,8 +167,8 @@ class LossAttack(Attack):
         return self
 
     def score(self, out: Outputs) -> np.ndarray:
-        """Minus the cross-entropy loss."""
-        return -ce_loss(out.probs, out.labels)
+        """Minus the cross-entropy loss (from log-probabilities, so saturated softmax leaves no ties)."""
+        return -ce_loss_logp(out.log_probs, out.labels)
 
     @property
     def threshold(self) -> float:

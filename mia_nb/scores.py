@@ -69,6 +69,16 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """log softmax(logits / temperature) in float64, exact where softmax itself rounds to 1.0 or 0.0."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    top = z.argmax(axis=1)
+    z = z - z[np.arange(len(z)), top][:, None]
+    e = np.exp(z)
+    e[np.arange(len(z)), top] = 0.0
+    return z - np.log1p(e.sum(axis=1, keepdims=True))  # log1p keeps what 1 + tiny would round away
+
+
 def max_score(probs: np.ndarray) -> np.ndarray:
     """Maximum prediction score of each row, float64 [N]."""
     check_outputs(probs, name="max_score")
@@ -92,6 +102,13 @@ def topk(probs: np.ndarray, k: int) -> np.ndarray:
     return -np.sort(-part, axis=1)
 
 
+def ce_loss_logp(logp: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cross-entropy with the true label from log-probabilities (predicted class where label == -1)."""
+    y = np.asarray(labels).astype(np.int64)
+    y = np.where(y == -1, logp.argmax(axis=1), y)
+    return -logp[np.arange(len(logp)), y]
+
+
 def ce_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Cross-entropy -log p[label] per row, float64 [N].
 
@@ -109,15 +126,33 @@ def ce_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Outputs:
-    """A model's probabilities `[N, K]` on a sample set and the samples' labels `int64 [N]` (-1 = none)."""
+    """A model's probabilities `[N, K]` on a sample set and the samples' labels `int64 [N]` (-1 = none).
+
+    `logp` (optional) holds the same outputs as log-probabilities computed from logits: a confident
+    network's softmax rounds to exactly 1.0 for many samples, its log-softmax does not, so score
+    attacks rank by `log_probs` and are not left with ties at 1.0.
+    """
 
     probs: np.ndarray
     labels: np.ndarray
+    logp: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_outputs(self.probs, self.labels, name="Outputs")
         object.__setattr__(self, "probs", np.asarray(self.probs))
         object.__setattr__(self, "labels", np.asarray(self.labels).astype(np.int64))
+        if self.logp is not None:
+            logp = np.asarray(self.logp, dtype=np.float64)
+            if logp.shape != self.probs.shape or np.isnan(logp).any() or (logp > 1e-9).any():
+                raise ValueError(f"Outputs: logp must be log-probabilities of shape {self.probs.shape}")
+            object.__setattr__(self, "logp", logp)
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        """Log-probabilities: `logp` when given, else log(probs) (floored at the smallest float)."""
+        if self.logp is not None:
+            return self.logp
+        return np.log(np.maximum(self.probs, _LOG_FLOOR))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -132,7 +167,7 @@ class Outputs:
         idx = np.asarray(idx)
         if idx.dtype == bool and idx.shape != (len(self),):
             raise ValueError(f"Outputs.subset: boolean mask has shape {idx.shape}, expected ({len(self)},)")
-        return Outputs(self.probs[idx], self.labels[idx])
+        return Outputs(self.probs[idx], self.labels[idx], None if self.logp is None else self.logp[idx])
 
 
 def cached_logits(store: Store, model_key: str, pool: dict, compute: Callable[[], Any]) -> np.ndarray:

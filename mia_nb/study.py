@@ -21,7 +21,7 @@ from .config import Profile, TrainConfig, load_profile, seeds_of
 from .metrics import ece
 from .models import build_model, forward_logits
 from .results import upsert_csv
-from .scores import Outputs, cached_logits, softmax
+from .scores import Outputs, cached_logits, log_softmax, softmax
 from .store import Store, atomic_write
 from .privacy import make_dp_compatible, make_private, spent_epsilon
 from .train import make_optimizer, resolve_device, train_model
@@ -248,7 +248,8 @@ class Study:
 
     def part_outputs(self, tm: TrainedModel, part: str, temperature: float = 1.0) -> Outputs:
         """Softmax outputs (at `temperature`) and labels of a model on one split part."""
-        return Outputs(softmax(self.part_logits(tm, part), temperature), self.splits_labels(part))
+        logits = self.part_logits(tm, part)
+        return Outputs(softmax(logits, temperature), self.splits_labels(part), log_softmax(logits, temperature))
 
     def splits_labels(self, part: str) -> np.ndarray:
         """Labels of one split part."""

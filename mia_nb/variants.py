@@ -20,7 +20,7 @@ from . import calibration
 from .evaluate import evaluate_attacks, fit_attacks
 from .metrics import accuracy, ece, mmps, nll, overconfidence_error
 from .ood import PoolSpec, part_spec
-from .scores import Outputs, softmax
+from .scores import Outputs, log_softmax, softmax
 from .store import config_key
 
 if TYPE_CHECKING:
@@ -55,8 +55,13 @@ class Variant:
             seed=study.seed))
 
     def outputs(self, study: Study, role: str, spec: PoolSpec) -> Outputs:
-        """Probabilities and labels on a pool."""
-        return Outputs(self.probs(study, role, spec), spec.labels())
+        """Probabilities (and exact log-probabilities where logits exist) and labels on a pool."""
+        labels = study.store.get_or_make("labels", spec.config, spec.labels)
+        if self.laplace is None:
+            logits = study.logits(self.models[role], spec.config, lambda: spec.build()[0])
+            t = self.temperature[role]
+            return Outputs(softmax(logits, t), labels, log_softmax(logits, t))
+        return Outputs(self.probs(study, role, spec), labels)
 
 
 # ------------------------------------------------------------------------------------ constructors
@@ -174,3 +179,87 @@ def save_variant_results(study: Study, rows: pd.DataFrame, model: dict[str, Any]
     """Upsert attack rows into results/attacks.csv and the variant's row into results/variants.csv."""
     study.save_table(rows, "attacks", keys=["variant", "attack", "nonmember_set"])
     study.save_table(pd.DataFrame([model]), "variants", keys=["variant"])
+
+
+# ------------------------------------------------------------- separate vs align (notebook 07)
+
+SEPARATION_KIND = {"vanilla": "baseline", "label_smoothing": "calibration", "llla": "calibration",
+                   "weight_decay": "defense", "temperature": "defense", "dp": "defense"}
+SEPARATION_SAMPLES = ("members", "heldout", "ood")
+
+
+def max_score_samples(study: Study, variant: Variant, pools: dict[str, PoolSpec], ood: str) -> dict[str, np.ndarray]:
+    """Max score of the variant's target on its members, held-out non-members and the pool `ood` (cached)."""
+    for name in ("heldout", ood):
+        if name not in pools:
+            raise ValueError(f"max_score_samples: no pool {name!r}; have {sorted(pools)}")
+    specs = {"members": part_spec(study, "target_train"), "heldout": pools["heldout"], "ood": pools[ood]}
+    return {k: variant.probs(study, "target", spec).max(axis=1) for k, spec in specs.items()}
+
+
+def separation_table(samples: dict[str, dict[str, np.ndarray]], families: dict[str, str] | None = None,
+                     ood: str = "ood") -> pd.DataFrame:
+    """Per variant: mean max score of members / held-out / OOD and Wasserstein-1 member↔held-out, member↔OOD."""
+    from .metrics import wasserstein
+    families = families or {}
+    rows = []
+    for name, s in samples.items():
+        missing = [k for k in SEPARATION_SAMPLES if k not in s]
+        if missing:
+            raise ValueError(f"separation_table: variant {name!r} lacks samples {missing}")
+        fam = families.get(name, "")
+        m, h, o = (np.asarray(s[k], dtype=np.float64) for k in SEPARATION_SAMPLES)
+        rows.append({"variant": name, "family": fam, "kind": SEPARATION_KIND.get(fam, ""), "ood_pool": ood,
+                     "n_members": len(m), "n_heldout": len(h), "n_ood": len(o),
+                     "mmps_members": float(m.mean()), "mmps_heldout": float(h.mean()), "mmps_ood": float(o.mean()),
+                     "w1_member_heldout": wasserstein(m, h), "w1_member_ood": wasserstein(m, o)})
+    return pd.DataFrame(rows)
+
+
+def separation_verdict(table: pd.DataFrame, baseline: str = "vanilla") -> tuple[pd.DataFrame, list[str]]:
+    """Change of both Wasserstein gaps against `baseline` per calibration / defense variant, and sentences.
+
+    The paper's finding 4: calibration (label smoothing, LLLA) widens the member↔non-member gaps,
+    defenses (L2, high temperature; here also DP-SGD) narrow them. A kind "holds" when most of its
+    variants moved both gaps in its direction.
+    """
+    if baseline not in set(table["variant"]):
+        raise ValueError(f"separation_verdict: no row for baseline {baseline!r}")
+    t = table.set_index("variant")
+    b = t.loc[baseline]
+    ood = str(b["ood_pool"])
+    rest = t[t["kind"].isin(["calibration", "defense"]) & (t.index != baseline)]
+    d = pd.DataFrame({"kind": rest["kind"],
+                      "d_w1_member_heldout": rest["w1_member_heldout"] - b["w1_member_heldout"],
+                      "d_w1_member_ood": rest["w1_member_ood"] - b["w1_member_ood"]})
+    d["expected"] = np.where(d["kind"] == "calibration", "wider", "narrower")
+    for gap in ("heldout", "ood"):
+        delta = d[f"d_w1_member_{gap}"]
+        d[f"{gap}_gap"] = np.where(delta > 0, "wider", np.where(delta < 0, "narrower", "unchanged"))
+    lines = [f"{baseline}: Wasserstein-1 member↔held-out {b['w1_member_heldout']:.3f}, "
+             f"member↔{ood} {b['w1_member_ood']:.3f}."]
+    holds: dict[str, list[bool]] = {}
+    said = {"calibration": ("Calibration", "widened"), "defense": ("Defenses", "narrowed")}
+    for kind in said:
+        k = d[d["kind"] == kind]
+        if k.empty:
+            lines.append(f"No {kind} variant in the table.")
+            continue
+        parts, ok = [], []
+        for gap, label in (("heldout", "held-out"), ("ood", ood)):
+            good = k[k[f"{gap}_gap"] == k["expected"]]
+            each = ", ".join(f"{v} {x:+.3f}" for v, x in k[f"d_w1_member_{gap}"].items())
+            parts.append(f"the member↔{label} gap for {len(good)} of {len(k)} ({each})")
+            ok.append(len(good) > len(k) / 2)
+        holds[kind] = ok
+        name, verb = said[kind]
+        lines.append(f"{name} ({', '.join(k.index)}) {verb} " + " and ".join(parts) + ".")
+    if len(holds) == 2:
+        which = {(True, True): "both gaps", (True, False): "only the member↔held-out gap",
+                 (False, True): f"only the member↔{ood} gap", (False, False): "neither gap"}
+        n_ok = sum(sum(v) for v in holds.values())
+        what = {4: "holds", 0: "does not hold"}.get(n_ok, "holds only in part")
+        detail = " and ".join(f"{said[kind][0].lower()} {said[kind][1]} {which[tuple(v)]}" for kind, v in holds.items())
+        lines.append(f"So in this run, for most of their variants, {detail}: "
+                     f"the paper's 'calibration separates, defenses align' {what}.")
+    return d, lines

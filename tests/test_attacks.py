@@ -181,3 +181,20 @@ def test_balanced_shadow():
     assert not np.array_equal(bn.probs, balanced_shadow(m, n, seed=1)[1].probs)
     bn3, bm3 = balanced_shadow(n, m, seed=0)
     assert len(bn3) == len(bm3) == 30
+
+
+def test_saturated_softmax_leaves_no_ties_for_threshold_and_loss():
+    """Logit gaps of 40–60 round the softmax to exactly 1.0; the log-softmax still ranks them."""
+    from mia_nb.scores import log_softmax, softmax
+    logits = np.zeros((6, 3))
+    logits[:, 0] = [40, 45, 50, 55, 60, 65]
+    probs = softmax(logits)
+    assert (probs.max(axis=1) == 1.0).sum() >= 4  # the ties a float softmax makes
+    out = Outputs(probs, np.zeros(6, int), log_softmax(logits))
+    for attack in (ThresholdAttack(), LossAttack()):
+        s = attack.score(out)
+        assert len(np.unique(s)) == 6 and np.all(np.diff(s) > 0)
+    members, nonmembers = out.subset([3, 4, 5]), out.subset([0, 1, 2])
+    a = ThresholdAttack().fit(members, nonmembers)
+    assert a.predict(members).all() and not a.predict(nonmembers).any()
+    assert a.threshold == pytest.approx(1.0)  # in max-score units the cut rounds to 1.0

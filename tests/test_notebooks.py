@@ -46,3 +46,22 @@ def test_08_claims_and_report(smoke_run):
     for nb in (smoke_run / "notebooks").glob("*.ipynb"):
         assert f'href="{nb.stem}.html"' in index
         assert (smoke_run / "report" / f"{nb.stem}.html").is_file()
+
+
+def test_04_attacks(smoke_run):
+    table = pd.read_csv(smoke_run / "results" / "attacks.csv")
+    rows = table[(table.variant == "vanilla") & (table.nonmember_set == "heldout")]
+    assert sorted(rows.attack) == sorted(["threshold", "entropy", "salem", "loss"])
+    assert not rows.duplicated(["variant", "attack", "nonmember_set"]).any()
+    assert (rows.n_members == 200).all() and (rows.n_nonmembers == 200).all()
+    for col in ("recall", "fpr", "accuracy", "auroc", "aupr", "fpr_at_95tpr", "balanced_accuracy",
+                "tpr_at_1pct_fpr", "tpr_at_01pct_fpr"):
+        assert rows[col].between(0, 1).all(), col
+    assert (rows.balanced_accuracy >= 0.5).all()
+    for s in ("1pct", "01pct"):
+        c = f"tpr_at_{s}_fpr"
+        assert (rows[f"{c}_lo"] >= 0).all() and (rows[f"{c}_lo"] <= rows[f"{c}_hi"]).all()
+        assert (rows[f"{c}_hi"] <= 1).all()
+    assert rows.set_index("attack").threshold.drop("salem").notna().all()
+    for name in ("04_roc_curves", "04_max_score_distributions", "04_threshold_explorer"):
+        assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 10_000, name

@@ -92,3 +92,13 @@ def test_outputs_dataclass():
         Outputs(p, np.array([0, 1]))
     with pytest.raises(ValueError, match="empty"):
         o.subset(np.array([], dtype=int))
+
+
+def test_log_softmax_matches_and_keeps_tiny_gaps():
+    from mia_nb.scores import log_softmax, softmax
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 7)) * 3
+    assert np.allclose(np.exp(log_softmax(z, 2.0)), softmax(z, 2.0))
+    big = np.array([[50.0, 0.0, 0.0], [60.0, 0.0, 0.0]])
+    lp = log_softmax(big)
+    assert lp[0, 0] < lp[1, 0] < 0  # softmax gives 1.0 for both

@@ -1,0 +1,228 @@
+"""Notebook 06 (calibration): temperature variants on synthetic logits, the trade-off tables, and what the
+smoke run wrote. ECE / OE on hand-made cases live in test_metrics.py, temperature recovery and the LLLA
+wrapper in test_calibration.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mia_nb import tradeoff, variants
+from mia_nb.config import AttacksConfig, Profile
+from mia_nb.ood import PoolSpec
+
+REPO = Path(__file__).resolve().parents[1]
+K = 4
+PARTS = ("target_train", "target_heldout", "shadow_train", "shadow_heldout")
+MEMBER_SCALE = {"target_train": 4.0, "shadow_train": 4.0}  # members get sharper logits than non-members
+
+
+@dataclass
+class _Model:
+    key: str
+
+
+class _NoStore:
+    """Stands in for the artifact store: always makes."""
+
+    def get_or_make(self, kind, config, make):
+        return make()
+
+
+class FakeStudy:
+    """The slice of `Study` that variants.{vanilla, with_temperature, attack_rows, model_row} use,
+    serving fixed synthetic logits (multiplied by `scale`) instead of models."""
+
+    store = _NoStore()
+
+    def __init__(self, scale: float = 1.0, n: int = 120, seed: int = 0):
+        self.profile = Profile(attacks=AttacksConfig(n_boot=20, salem_max_epochs=5))
+        self.seed = 0
+        rng = np.random.default_rng(seed)
+        self._labels, self._logits = {}, {}
+        for pool in (*PARTS, "noise"):
+            y = rng.integers(0, K, n)
+            z = rng.normal(0.0, 1.0, (n, K))
+            z[np.arange(n), y] += MEMBER_SCALE.get(pool, 1.5) * rng.uniform(0.2, 1.0, n)
+            self._labels[pool] = y if pool != "noise" else np.full(n, -1)
+            for role in ("target", "shadow"):
+                self._logits[(role, pool)] = (scale * (z + (0.3 if role == "shadow" else 0.0))).astype(np.float32)
+
+    def trained(self, role: str, *args, **kw) -> _Model:
+        return _Model(role)
+
+    def part_pool(self, part: str) -> dict:
+        return {"pool": part}
+
+    def inputs(self, part: str):
+        return None, None
+
+    def splits_labels(self, part: str) -> np.ndarray:
+        return self._labels[part]
+
+    def logits(self, tm: _Model, pool: dict, x, prep=None) -> np.ndarray:
+        return self._logits[(tm.key, pool["pool"])]
+
+    def pools(self) -> dict[str, PoolSpec]:
+        return {name: PoolSpec(name, "test", {"pool": name}, lambda name=name: (None, self._labels[name]))
+                for name in ("target_heldout", "noise")}
+
+
+SCORE_FREE = ["variant", "attack", "nonmember_set", "n_members", "n_nonmembers"]
+
+
+@pytest.mark.parametrize("t", [0.5, 3.0])
+def test_fixed_temperature_keeps_every_argmax_and_the_accuracy(t):
+    study = FakeStudy()
+    van, hot = variants.vanilla(study), variants.with_temperature(study, t)
+    assert hot.name == f"temp_{t:g}" and hot.temperature == {"target": t, "shadow": t}
+    for role in ("target", "shadow"):
+        for name, spec in study.pools().items():
+            p0, p1 = van.probs(study, role, spec), hot.probs(study, role, spec)
+            np.testing.assert_array_equal(p0.argmax(1), p1.argmax(1))
+            np.testing.assert_allclose(p1.sum(1), 1.0)
+            assert not np.allclose(p0, p1)
+    m0, m1 = variants.model_row(study, van), variants.model_row(study, hot)
+    assert m1["heldout_acc"] == m0["heldout_acc"] and m1["train_acc"] == m0["train_acc"]
+    assert m1["ece"] != m0["ece"] and m1["temperature_target"] == t
+
+
+def test_temperature_acts_on_attack_rows_only_through_the_scores():
+    """T applied to logits·T is vanilla on the logits, row for row; T on the same logits changes scores only."""
+    t = 4.0  # a power of two, so logits·T/T is exact in floating point
+    base, scaled = FakeStudy(), FakeStudy(scale=t)
+    rows0, _ = variants.attack_rows(base, variants.vanilla(base), base.pools())
+    rows_scaled, _ = variants.attack_rows(scaled, variants.with_temperature(scaled, t), scaled.pools())
+    pd.testing.assert_frame_equal(rows0.drop(columns="variant"), rows_scaled.drop(columns="variant"))
+
+    rows_t, _ = variants.attack_rows(base, variants.with_temperature(base, t), base.pools())
+    assert set(rows_t["variant"]) == {"temp_4"}
+    pd.testing.assert_frame_equal(rows0[SCORE_FREE[1:]], rows_t[SCORE_FREE[1:]])
+    thr = rows0["attack"] == "threshold"
+    assert not np.allclose(rows0.loc[thr, "threshold"], rows_t.loc[thr, "threshold"])
+    assert not np.allclose(rows0["mmps_tn"].fillna(-1), rows_t["mmps_tn"].fillna(-1))
+
+
+# ------------------------------------------------------------------------------------- trade-off tables
+
+def _tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two attacks, three pools, three variants: `cal` is better calibrated, fewer FPs, stronger attack."""
+    fpr = {"vanilla": (0.6, 0.8, 0.4), "cal": (0.3, 0.2, 0.1), "hot": (0.7, 0.9, 0.9)}
+    auroc = {"vanilla": 0.60, "cal": 0.70, "hot": 0.55}
+    rows = []
+    for attack in ("threshold", "entropy"):
+        for v, fs in fpr.items():
+            for pool, f in zip(("heldout", "noise", "gan"), fs):
+                shift = 0.0 if attack == "threshold" else 0.05
+                rows.append({"variant": v, "attack": attack, "nonmember_set": pool, "fpr": f + shift,
+                             "auroc": auroc[v] + shift, "tpr_at_1pct_fpr": auroc[v] / 10,
+                             "tpr_at_1pct_fpr_lo": auroc[v] / 10 - 0.005, "tpr_at_1pct_fpr_hi": auroc[v] / 10 + 0.005})
+    models = pd.DataFrame({"variant": ["vanilla", "cal", "hot"], "family": ["vanilla", "llla", "temperature"],
+                           "ece": [0.10, 0.03, 0.40], "oe": [0.08, 0.01, 0.0], "heldout_acc": [0.8] * 3,
+                           "nll": [0.7, 0.5, 1.9]})
+    return pd.DataFrame(rows), models
+
+
+def test_summary_reads_heldout_and_averages_the_other_pools():
+    attacks, models = _tables()
+    s = tradeoff.summary(attacks, models, "threshold", variants=["vanilla", "cal", "hot"])
+    assert list(s.index) == ["vanilla", "cal", "hot"]
+    assert s.loc["vanilla", "fpr_heldout"] == 0.6 and s.loc["vanilla", "mean_ood_fpr"] == pytest.approx(0.6)
+    assert s.loc["cal", "mean_ood_fpr"] == pytest.approx(0.15) and s.loc["cal", "n_ood_pools"] == 2
+    assert s.loc["hot", "auroc"] == 0.55 and s.loc["cal", "ece"] == 0.03
+    e = tradeoff.summary(attacks, models, "entropy")
+    assert e.loc["vanilla", "auroc"] == pytest.approx(0.65)
+    with pytest.raises(ValueError, match="no rows for attack 'salem'"):
+        tradeoff.summary(attacks, models, "salem")
+    with pytest.raises(ValueError, match="'heldout' row"):
+        tradeoff.summary(attacks[attacks.nonmember_set != "heldout"], models)
+
+
+def test_verdict_compares_only_better_calibrated_variants():
+    attacks, models = _tables()
+    s = tradeoff.summary(attacks, models)
+    changes, lines = tradeoff.verdict(s)
+    assert list(changes.index) == ["cal", "hot"]
+    assert changes["better_calibrated"].tolist() == [True, False]  # 'hot' has a higher ECE than vanilla
+    assert changes.loc["cal", "d_fpr_heldout"] == pytest.approx(-0.3)
+    assert changes.loc["cal", "d_auroc"] == pytest.approx(0.1) and changes.loc["cal", "tpr_above_baseline_ci"]
+    assert "1 variant(s)" in lines[0] and "hot" not in lines[0]
+    assert "cut false positives here? yes" in lines[3] and "stronger? yes" in lines[3]
+    # the reverse: a better-calibrated variant with more false positives and a weaker attack
+    worse = s.copy()
+    worse.loc["cal", ["fpr_heldout", "mean_ood_fpr", "auroc", "tpr_at_1pct_fpr"]] = [0.9, 0.9, 0.5, 0.0]
+    _, lines = tradeoff.verdict(worse)
+    assert "did not reproduce" in lines[-1] and "0 of 1" in lines[1] and "? no" in lines[3]
+    mixed = s.copy()  # fewer OOD false positives only, higher TPR only
+    mixed.loc["cal", ["fpr_heldout", "auroc"]] = [0.9, 0.5]
+    _, lines = tradeoff.verdict(mixed)
+    assert "here? partly" in lines[3] and "stronger? partly" in lines[3] and "only in part" in lines[-1]
+    _, lines = tradeoff.verdict(s.loc[["vanilla", "hot"]])
+    assert "No variant has a lower ECE" in lines[0]
+
+
+def test_fpr_matrix_and_attack_overview_orders():
+    attacks, _ = _tables()
+    m = tradeoff.fpr_matrix(attacks, "threshold", variants=["hot", "vanilla"], pools=["heldout", "gan"])
+    assert m.shape == (2, 2) and m.loc["hot", "gan"] == 0.9 and list(m.columns) == ["heldout", "gan"]
+    with pytest.raises(ValueError, match="digits"):
+        tradeoff.fpr_matrix(attacks, "threshold", pools=["heldout", "digits"])
+    o = tradeoff.attack_overview(attacks, variants=["cal", "vanilla", "hot"])
+    assert list(o.index) == ["cal", "vanilla", "hot"]
+    assert o.loc["cal", ("mean_ood_fpr", "entropy")] == pytest.approx(0.2)
+    assert o.loc["vanilla", ("heldout_auroc", "threshold")] == pytest.approx(0.6)
+
+
+def test_calibration_figures_draw():
+    from mia_nb import plots
+    from mia_nb.scores import Outputs, softmax
+    attacks, models = _tables()
+    s = tradeoff.summary(attacks, models)
+    fig = plots.calibration_tradeoff(s)
+    assert len(fig.axes) == 3 and len(fig.axes[0].texts) == len(s)
+    fig = plots.fpr_by_pool(tradeoff.fpr_matrix(attacks))
+    assert len(fig.axes) == 4  # two heatmaps and their colour bars
+    rng = np.random.default_rng(0)
+    outs = {f"v{i}": Outputs(softmax(rng.normal(0, 3, (50, K))), rng.integers(0, K, 50)) for i in range(5)}
+    fig = plots.reliability_diagrams(outs, ncols=4)
+    assert sum(ax.get_visible() and ax.axison for ax in fig.axes) == 5
+
+
+# ------------------------------------------------------------------------------------ the smoke run
+
+@pytest.mark.notebooks
+def test_06_smoke_results(smoke_run):
+    from mia_nb import ood
+    from mia_nb.study import open_study
+    study = open_study(REPO / "params" / "smoke.yaml", smoke_run.parent)
+    cal = study.profile.calibration
+    pools = set(ood.pool_specs(study))
+    assert "gan" in pools
+    expected = (["vanilla", "temp_fitted", "llla"] + [f"temp_{t:g}" for t in cal.temperatures]
+                + [f"ls_{e:g}" for e in cal.label_smoothing])
+    attacks = pd.read_csv(smoke_run / "results" / "attacks.csv")
+    for v in expected:
+        for a in study.profile.attacks.names:
+            got = set(attacks.loc[(attacks.variant == v) & (attacks.attack == a), "nonmember_set"])
+            assert pools <= got, f"{v} / {a}: no rows for {sorted(pools - got)}"
+    assert attacks[attacks.variant.isin(expected)][["fpr", "auroc", "recall"]].apply(lambda c: c.between(0, 1)).all().all()
+
+    table = pd.read_csv(smoke_run / "results" / "variants.csv").set_index("variant")
+    assert set(expected) <= set(table.index)
+    t = table.loc[expected]
+    assert (t.ece.between(0, 1) & t.oe.between(0, 1) & (t.oe <= t.ece + 1e-12)).all()
+    assert t.heldout_acc.between(0, 1).all() and (t.nll > 0).all()
+    fixed = [f"temp_{x:g}" for x in cal.temperatures] + ["temp_fitted"]
+    assert (t.loc[fixed, "heldout_acc"] == t.loc["vanilla", "heldout_acc"]).all()
+    assert t.loc["temp_fitted", "temperature_target"] > 0
+
+    models = pd.read_csv(smoke_run / "results" / "models.csv")
+    for e in cal.label_smoothing:
+        assert set(models.loc[models.variant == f"ls_{e:g}", "role"]) == {"target", "shadow"}
+    for name in ("06_reliability_diagrams", "06_calibration_tradeoff", "06_fpr_by_pool"):
+        path = smoke_run / "figures" / f"{name}.png"
+        assert path.is_file() and path.stat().st_size > 10_000, name

@@ -1,0 +1,132 @@
+"""Notebook 07 (defenses): the temperature defense keeps every prediction, the separation table's
+Wasserstein distances and verdict on hand-made samples, and what the smoke run of notebook 07 wrote.
+(The Opacus step that reports a finite epsilon is tested in test_privacy.py.)"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mia_nb import variants
+from mia_nb.config import load_profile
+from mia_nb.ood import PoolSpec
+from mia_nb.scores import softmax
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _LogitStudy:
+    """Just what `variants.with_temperature` and `Variant.probs` touch: trained models and cached logits."""
+
+    def __init__(self, logits: np.ndarray):
+        self._logits = logits
+        self.profile = SimpleNamespace(calibration=SimpleNamespace(llla=None))
+
+    def trained(self, role: str) -> SimpleNamespace:
+        return SimpleNamespace(role=role, key=f"{role}-key")
+
+    def logits(self, tm, config, x) -> np.ndarray:
+        return self._logits
+
+
+def test_temperature_defense_keeps_every_argmax_and_flattens_scores():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=5.0, size=(500, 10))
+    study = _LogitStudy(logits)
+    pool = PoolSpec("any", "test", {"pool": "any"}, lambda: (None, np.zeros(500, np.int64)))
+    vanilla = variants.vanilla(study)
+    hot = variants.with_temperature(study, 10.0)
+    assert hot.name == "temp_10" and hot.temperature == {"target": 10.0, "shadow": 10.0}  # the attacker mirrors it
+    for role in ("target", "shadow"):
+        p1, p10 = vanilla.probs(study, role, pool), hot.probs(study, role, pool)
+        np.testing.assert_allclose(p10.sum(1), 1.0)
+        np.testing.assert_array_equal(p10.argmax(1), p1.argmax(1))
+        np.testing.assert_array_equal(p10.argmax(1), logits.argmax(1))
+        assert np.all(p10.max(1) <= p1.max(1) + 1e-12)  # flatter: never more confident
+        assert p10.max(1).mean() < p1.max(1).mean()
+    np.testing.assert_allclose(softmax(logits, 1e6).max(1), 0.1, atol=1e-4)  # T → ∞: uniform over 10 classes
+
+
+def _samples(members: float, heldout: float, ood: float, n: int = 40) -> dict[str, np.ndarray]:
+    return {"members": np.full(n, members), "heldout": np.full(n + 7, heldout), "ood": np.full(n - 9, ood)}
+
+
+def test_separation_table_wasserstein_of_shifted_point_masses_is_the_shift():
+    table = variants.separation_table({"vanilla": _samples(0.9, 0.6, 0.2), "temp_10": _samples(0.15, 0.14, 0.12)},
+                                      {"vanilla": "vanilla", "temp_10": "temperature"}, ood="gan").set_index("variant")
+    assert table.loc["vanilla", "w1_member_heldout"] == pytest.approx(0.3)
+    assert table.loc["vanilla", "w1_member_ood"] == pytest.approx(0.7)
+    assert table.loc["temp_10", "w1_member_heldout"] == pytest.approx(0.01)
+    assert table.loc["vanilla", "mmps_heldout"] == pytest.approx(0.6)
+    assert list(table[["n_members", "n_heldout", "n_ood"]].loc["vanilla"]) == [40, 47, 31]
+    assert table.loc["temp_10", "kind"] == "defense" and table.loc["vanilla", "ood_pool"] == "gan"
+
+
+def test_separation_table_uniform_samples_and_bad_input():
+    # U[0, 1] against U[0.25, 1.25] (quantiles): W1 = 0.25
+    u = (np.arange(1000) + 0.5) / 1000
+    t = variants.separation_table({"v": {"members": u, "heldout": u + 0.25, "ood": u}})
+    assert t.loc[0, "w1_member_heldout"] == pytest.approx(0.25)
+    assert t.loc[0, "w1_member_ood"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="lacks samples"):
+        variants.separation_table({"v": {"members": u, "heldout": u}})
+
+
+def test_separation_verdict_reads_the_direction_of_each_gap():
+    fams = {"vanilla": "vanilla", "ls_0.1": "label_smoothing", "llla": "llla", "l2_0.001": "weight_decay",
+            "temp_10": "temperature"}
+    paper = variants.separation_table({"vanilla": _samples(0.9, 0.7, 0.5), "ls_0.1": _samples(0.8, 0.5, 0.3),
+                                       "llla": _samples(0.85, 0.6, 0.2), "l2_0.001": _samples(0.7, 0.6, 0.5),
+                                       "temp_10": _samples(0.2, 0.19, 0.18)}, fams, ood="gan")
+    changes, lines = variants.separation_verdict(paper)
+    assert changes.loc["ls_0.1", "d_w1_member_heldout"] == pytest.approx(0.1)
+    assert changes.loc["l2_0.001", "d_w1_member_ood"] == pytest.approx(-0.2)
+    assert (changes["heldout_gap"] == changes["expected"]).all()
+    assert lines[-1].endswith("'calibration separates, defenses align' holds.")
+    reversed_ = variants.separation_table({"vanilla": _samples(0.9, 0.7, 0.5), "ls_0.1": _samples(0.9, 0.8, 0.7),
+                                           "l2_0.001": _samples(0.9, 0.5, 0.1)}, fams, ood="gan")
+    _, lines = variants.separation_verdict(reversed_)
+    assert "does not hold" in lines[-1] and "neither gap" in lines[-1]
+    with pytest.raises(ValueError, match="baseline"):
+        variants.separation_verdict(paper[paper.variant != "vanilla"])
+
+
+# ----------------------------------------------------------------------------- the smoke run
+
+def _defense_names() -> list[str]:
+    d = load_profile(REPO / "params" / "smoke.yaml").defenses
+    return [f"l2_{wd:g}" for wd in d.weight_decay] + [f"temp_{d.temperature:g}"] + [f"dp_{e:g}" for e in d.dp_epsilons]
+
+
+def test_07_defenses_smoke(smoke_run):
+    names = _defense_names()
+    assert "temp_10" in names and any(n.startswith("dp_") for n in names)
+    attacks = pd.read_csv(smoke_run / "results" / "attacks.csv")
+    profile = load_profile(REPO / "params" / "smoke.yaml")
+    for name in names:
+        rows = attacks[attacks.variant == name]
+        assert set(rows.attack) == set(profile.attacks.names), name
+        assert {"heldout", "gan", "scaled255"} <= set(rows.nonmember_set), name
+        assert rows[["auroc", "fpr"]].notna().all().all(), name
+    assert set(names) <= set(pd.read_csv(smoke_run / "results" / "variants.csv").variant)
+
+    sep = pd.read_csv(smoke_run / "results" / "separation.csv")
+    eps = max(profile.calibration.label_smoothing)
+    assert {"vanilla", f"ls_{eps:g}", "llla", *names} <= set(sep.variant)
+    dist = sep[["w1_member_heldout", "w1_member_ood"]].to_numpy()
+    assert np.isfinite(dist).all() and (dist >= 0).all()
+
+    models = pd.read_csv(smoke_run / "results" / "models.csv")
+    dp = models[models.variant.str.startswith("dp_")]
+    assert set(dp.role) == {"target", "shadow"} and len(dp) == 2 * len(profile.defenses.dp_epsilons)
+    assert all(math.isfinite(e) and e > 0 for e in dp.dp_epsilon)
+    for r in dp.itertuples():  # Opacus spends (about) the budget it was asked for, never more than a little over
+        assert r.dp_epsilon <= 1.05 * float(r.variant[3:])
+
+    for fig in ("07_kde_separation", "07_privacy_utility"):
+        assert (smoke_run / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
