@@ -27,6 +27,13 @@ class _Model:
 
 
 class _NoStore:
+    """A store that keeps nothing: every get_or_make computes."""
+
+    def get_or_make(self, kind: str, config: dict, make):
+        return make()
+
+
+class _NoStore:
     """Stands in for the artifact store: always makes."""
 
     def get_or_make(self, kind, config, make):
@@ -42,6 +49,7 @@ class FakeStudy:
     def __init__(self, scale: float = 1.0, n: int = 120, seed: int = 0):
         self.profile = Profile(attacks=AttacksConfig(n_boot=20, salem_max_epochs=5))
         self.seed = 0
+        self.store = _NoStore()
         rng = np.random.default_rng(seed)
         self._labels, self._logits = {}, {}
         for pool in (*PARTS, "noise"):
