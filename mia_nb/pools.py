@@ -228,15 +228,3 @@ def build_pool(name: str, heldout_x: torch.Tensor, heldout_y: np.ndarray, mean, 
         kind, sev = name.rsplit("_", 1)
         return norm(corrupt(heldout_x, kind, int(sev), seed)), y
     return table[name]()
-
-
-# ---------------------------------------------------------------- index hygiene
-def assert_disjoint(index_sets: dict[str, np.ndarray]) -> None:
-    """Raise ValueError naming the first two index sets that share an index."""
-    items = [(k, np.unique(np.asarray(v).ravel())) for k, v in index_sets.items()]
-    for i, (a, ia) in enumerate(items):
-        for b, ib in items[i + 1:]:
-            common = np.intersect1d(ia, ib, assume_unique=True)
-            if len(common):
-                raise ValueError(f"index sets {a!r} and {b!r} overlap in {len(common)} indices "
-                                 f"(e.g. {common[:5].tolist()})")

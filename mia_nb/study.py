@@ -170,7 +170,7 @@ class Study:
         if dp:
             model = make_dp_compatible(model)
         if record is None:
-            record = self._train(model, role, variant, train, dp)
+            record = self._train(model, role, variant, train, config, dp)
             self.store.put("model", config, record)
         model.load_state_dict(record["state_dict"])
         model.to(self.device).eval()
@@ -179,7 +179,7 @@ class Study:
         self._record_row(tm)
         return tm
 
-    def _train(self, model: nn.Module, role: str, variant: str, train: TrainConfig,
+    def _train(self, model: nn.Module, role: str, variant: str, train: TrainConfig, config: dict[str, Any],
                dp: dict[str, float] | None = None) -> dict[str, Any]:
         x, y = self.part(f"{role}_train")
         xh, yh = self.part(f"{role}_heldout")
@@ -198,7 +198,7 @@ class Study:
         hist = train_model(trained, x, y, train, seed=self.seed, prep=self.prep, augment=self.augment(),
                            x_eval=xh[sub], y_eval=yh[sub], device=self.device, desc=f"{role} · {variant}", **kw)
         seconds = time.perf_counter() - t0
-        metrics = self.measure(model, role)
+        metrics = self.measure(model, role, self.store.path("model", config).stem)
         metrics["train_seconds"] = seconds
         if dp:
             metrics["dp_epsilon"] = spent_epsilon(engine, dp["delta"])
@@ -215,15 +215,17 @@ class Study:
                          v2.RandomHorizontalFlip()])
         return lambda batch: torch.stack([tf(img) for img in batch])
 
-    def measure(self, model: nn.Module, role: str) -> dict[str, float]:
-        """Train / held-out accuracy and held-out ECE (15 bins) of a model."""
+    def measure(self, model: nn.Module, role: str, key: str) -> dict[str, float]:
+        """Train / held-out accuracy and held-out ECE (15 bins) of a model (from cached logits)."""
         out: dict[str, float] = {}
         for which in ("train", "heldout"):
-            x, y = self.part(f"{role}_{which}")
-            probs = torch.softmax(forward_logits(model, x, self.prep, device=self.device), 1).numpy()
-            out[f"{which}_acc"] = float((probs.argmax(1) == y.numpy()).mean())
+            part = f"{role}_{which}"
+            logits = self.logits_by_key(key, model, part)
+            probs = softmax(logits)
+            labels = self.splits_labels(part)
+            out[f"{which}_acc"] = float((probs.argmax(1) == labels).mean())
             if which == "heldout":
-                out["ece"] = ece(probs, y.numpy())
+                out["ece"] = ece(probs, labels)
         out["gap"] = out["train_acc"] - out["heldout_acc"]
         return out
 
@@ -242,9 +244,14 @@ class Study:
             return forward_logits(tm.model, xs, prep, device=self.device)
         return cached_logits(self.store, tm.key, pool, compute)
 
+    def logits_by_key(self, key: str, model: nn.Module, part: str) -> np.ndarray:
+        """Cached logits of the model stored under `key` on a split part (the same cache as `logits`)."""
+        return cached_logits(self.store, key, self.part_pool(part),
+                             lambda: forward_logits(model, self.part(part)[0], self.prep, device=self.device))
+
     def part_logits(self, tm: TrainedModel, part: str) -> np.ndarray:
         """Cached logits of a model on one split part."""
-        return self.logits(tm, self.part_pool(part), lambda: self.part(part)[0], self.prep)
+        return self.logits_by_key(tm.key, tm.model, part)
 
     def part_outputs(self, tm: TrainedModel, part: str, temperature: float = 1.0) -> Outputs:
         """Softmax outputs (at `temperature`) and labels of a model on one split part."""

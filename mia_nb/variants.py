@@ -164,6 +164,19 @@ def attack_rows(study: Study, variant: Variant, pools: dict[str, PoolSpec]) -> t
     return rows, {"attacks": attacks, "sizes": sizes, "members": members, "nonmembers": nonmembers}
 
 
+def variant_key(variant: Variant) -> dict[str, Any]:
+    """What identifies a variant's outputs: its models, temperatures and Laplace fits."""
+    return {"name": variant.name, "models": {r: m.key for r, m in variant.models.items()},
+            "temperature": variant.temperature, "laplace": variant.laplace_keys}
+
+
+def cached_attack_rows(study: Study, variant: Variant, pools: dict[str, PoolSpec]) -> pd.DataFrame:
+    """`attack_rows` kept in the store: a rerun with the same variant, pools and attack settings is free."""
+    cfg = {"variant": variant_key(variant), "pools": {n: s.config for n, s in pools.items()},
+           "attacks": dataclasses.asdict(study.profile.attacks), "seed": study.seed}
+    return study.store.get_or_make("attack_rows", cfg, lambda: attack_rows(study, variant, pools)[0])
+
+
 def model_row(study: Study, variant: Variant) -> dict[str, Any]:
     """Held-out accuracy, NLL, ECE (15 bins), overconfidence error and MMPS of the variant's target."""
     out = variant.outputs(study, "target", part_spec(study, "target_heldout"))

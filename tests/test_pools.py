@@ -131,9 +131,3 @@ def test_build_pool_every_name():
         pools.pool_names([4])
     with pytest.raises(ValueError, match="raw images"):
         pools.build_pool("heldout", (raw - 0.286) / 0.353, y, mean, std, seed=0)
-
-
-def test_assert_disjoint():
-    pools.assert_disjoint({"a": np.arange(5), "b": np.arange(5, 9), "c": np.array([20])})
-    with pytest.raises(ValueError, match="'b' and 'c' overlap in 1"):
-        pools.assert_disjoint({"a": np.arange(5), "b": np.arange(5, 9), "c": np.array([8, 30])})
