@@ -9,8 +9,8 @@ import pandas as pd
 
 from .store import write_text
 
-KEY_FIGURES = ("04_roc", "05_fpr_heatmap", "05_false_positive_gallery", "06_tradeoff", "07_kde_separation",
-               "07_privacy_utility")
+KEY_FIGURES = ("04_roc_curves", "05_fpr_heatmap", "05_false_positive_gallery", "06_calibration_tradeoff",
+               "07_kde_separation", "07_privacy_utility", "08_claims")
 
 
 def render_notebook(executed: Path, out_dir: Path, prefix: str = "") -> Path:

@@ -43,6 +43,9 @@ def test_08_claims_and_report(smoke_run):
     assert set(claims.verdict) <= {"holds", "does not hold", "inconclusive", "not measured"}
     assert (claims.verdict != "not measured").sum() >= 8, claims[["claim", "verdict"]]
     index = (smoke_run / "report" / "index.html").read_text()
+    from mia_nb.report import KEY_FIGURES
+    for name in KEY_FIGURES:  # every key figure the notebooks make is shown on the index page
+        assert f"figures/{name}.png" in index, name
     for nb in (smoke_run / "notebooks").glob("*.ipynb"):
         assert f'href="{nb.stem}.html"' in index
         assert (smoke_run / "report" / f"{nb.stem}.html").is_file()
