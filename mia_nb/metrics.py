@@ -218,3 +218,12 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy (no -1 labels allowed)."""
     _check_labelled(probs, labels, "accuracy")
     return float(np.mean(np.asarray(probs).argmax(axis=1) == np.asarray(labels)))
+
+
+def wasserstein_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the Wasserstein-1 distance (both samples resampled, seeded)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws = [wasserstein_distance(rng.choice(a, len(a)), rng.choice(b, len(b))) for _ in range(n_boot)]
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return float(lo), float(hi)

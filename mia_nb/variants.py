@@ -211,9 +211,10 @@ def max_score_samples(study: Study, variant: Variant, pools: dict[str, PoolSpec]
 
 
 def separation_table(samples: dict[str, dict[str, np.ndarray]], families: dict[str, str] | None = None,
-                     ood: str = "ood") -> pd.DataFrame:
-    """Per variant: mean max score of members / held-out / OOD and Wasserstein-1 member↔held-out, member↔OOD."""
-    from .metrics import wasserstein
+                     ood: str = "ood", n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Per variant: mean max score of members / held-out / OOD and Wasserstein-1 member↔held-out, member↔OOD,
+    each distance with a 95% bootstrap interval (`<column>_lo`, `<column>_hi`)."""
+    from .metrics import wasserstein, wasserstein_interval
     families = families or {}
     rows = []
     for name, s in samples.items():
@@ -226,6 +227,8 @@ def separation_table(samples: dict[str, dict[str, np.ndarray]], families: dict[s
                      "n_members": len(m), "n_heldout": len(h), "n_ood": len(o),
                      "mmps_members": float(m.mean()), "mmps_heldout": float(h.mean()), "mmps_ood": float(o.mean()),
                      "w1_member_heldout": wasserstein(m, h), "w1_member_ood": wasserstein(m, o)})
+        for col, other in (("w1_member_heldout", h), ("w1_member_ood", o)):
+            rows[-1][f"{col}_lo"], rows[-1][f"{col}_hi"] = wasserstein_interval(m, other, n_boot, seed)
     return pd.DataFrame(rows)
 
 

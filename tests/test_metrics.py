@@ -219,3 +219,14 @@ def test_mmps_nll_accuracy_wasserstein():
     assert wasserstein(a, a) == 0.0
     with pytest.raises(ValueError, match="NaN or inf"):
         wasserstein(a, np.r_[a, np.nan])
+
+
+def test_wasserstein_interval():
+    from mia_nb.metrics import wasserstein, wasserstein_interval
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 2000), rng.normal(0.5, 1, 2000)
+    lo, hi = wasserstein_interval(a, b, n_boot=100, seed=1)
+    assert lo < wasserstein(a, b) < hi and hi - lo < 0.2
+    assert wasserstein_interval(a, b, n_boot=100, seed=1) == (lo, hi)
+    shift = np.full(50, 0.3)
+    assert wasserstein_interval(shift, shift + 0.25, n_boot=20) == pytest.approx((0.25, 0.25))
