@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 
@@ -73,15 +74,19 @@ def dataset_info(p: Profile) -> DatasetInfo:
 
 def to_input(batch: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     """uint8 images → float model input normalised with the dataset's mean / std."""
-    mean = torch.tensor(info.mean, device=batch.device).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, device=batch.device).view(1, -1, 1, 1)
-    return (batch.float() / 255.0 - mean) / std
+    from .pools import normalize
+    return normalize(batch.float() / 255.0, info.mean, info.std)
+
+
+def resolve(path: str | Path, repo_root: Path) -> Path:
+    """A profile path: absolute as given, else relative to the repository root."""
+    path = Path(path)
+    return path if path.is_absolute() else repo_root / path
 
 
 def data_root(p: Profile, repo_root: Path) -> Path:
     """The profile's data folder, resolved against the repository root."""
-    root = Path(p.data.root)
-    return root if root.is_absolute() else repo_root / root
+    return resolve(p.data.root, repo_root)
 
 
 # ---------------------------------------------------------------------------------------- Fashion-MNIST
@@ -314,16 +319,14 @@ SPLIT_ROLES = {
 }
 
 
-def split_table(parts: dict[str, np.ndarray]) -> "pd.DataFrame":
+def split_table(parts: dict[str, np.ndarray]) -> pd.DataFrame:
     """One row per split part: name, role, number of images."""
-    import pandas as pd
     return pd.DataFrame([{"part": k, "role": SPLIT_ROLES.get(k, ""), "n_images": int(len(v))}
                          for k, v in parts.items()])
 
 
-def class_balance(parts: dict[str, np.ndarray], labels: np.ndarray, classes: tuple[str, ...]) -> "pd.DataFrame":
+def class_balance(parts: dict[str, np.ndarray], labels: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
     """Fraction of each class in each non-empty part (rows: parts, columns: classes)."""
-    import pandas as pd
     labels = np.asarray(labels)
     n_classes = len(classes) or int(labels.max()) + 1
     rows = {k: np.bincount(labels[v], minlength=n_classes) / len(v) for k, v in parts.items() if len(v)}

@@ -160,7 +160,7 @@ def attack_metrics(attack, members: Outputs, nonmembers: Outputs, n_boot: int = 
     sm = _check_scores(attack.score(members), f"{attack.name} scores on members")
     sn = _check_scores(attack.score(nonmembers), f"{attack.name} scores on nonmembers")
     tp, fp = int(pm.sum()), int(pn.sum())
-    fn, tn = n_m - tp, n_n - fp
+    tn = n_n - fp
 
     y = np.r_[np.ones(n_m), np.zeros(n_n)]
     s = np.r_[sm, sn]

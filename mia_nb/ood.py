@@ -144,11 +144,7 @@ def _extra_dataset(study: Study, name: str) -> tuple[torch.Tensor, np.ndarray]:
     elif name.startswith("afhq_"):
         if not p.ood.afhq_root:
             raise ConfigError(f"ood.afhq_root: needed for {name}; name the AFHQ folder with cat/ dog/ wild/")
-        folder = Path(p.ood.afhq_root)
-        folder = folder if folder.is_absolute() else REPO_ROOT / folder
-        raw = pools.load_image_folder(folder / name.split("_", 1)[1], study.info.size, study.info.channels,
-                                      limit=p.ood.max_pool_size, seed=study.seed)
-        return pools.normalize(raw, study.info.mean, study.info.std), np.full(len(raw), -1, np.int64)
+        return _unlabelled_folder(study, data_mod.resolve(p.ood.afhq_root, REPO_ROOT) / name.split("_", 1)[1])
     else:
         raise ConfigError(f"ood.extra_datasets: unknown dataset {name!r}")
     n = min(len(x), p.ood.max_pool_size)
@@ -157,13 +153,16 @@ def _extra_dataset(study: Study, name: str) -> tuple[torch.Tensor, np.ndarray]:
     return pools.normalize(raw, study.info.mean, study.info.std), np.asarray(y)[keep].astype(np.int64)
 
 
-def _fake_folder(study: Study) -> tuple[torch.Tensor, np.ndarray]:
-    from .study import REPO_ROOT
-    folder = Path(study.profile.ood.fake_folder)
-    folder = folder if folder.is_absolute() else REPO_ROOT / folder
+def _unlabelled_folder(study: Study, folder: Path) -> tuple[torch.Tensor, np.ndarray]:
+    """Images of a folder (AFHQ, fakes made elsewhere) as model input at the study's size, labels −1."""
     raw = pools.load_image_folder(folder, study.info.size, study.info.channels,
                                   limit=study.profile.ood.max_pool_size, seed=study.seed)
     return pools.normalize(raw, study.info.mean, study.info.std), np.full(len(raw), -1, np.int64)
+
+
+def _fake_folder(study: Study) -> tuple[torch.Tensor, np.ndarray]:
+    from .study import REPO_ROOT
+    return _unlabelled_folder(study, data_mod.resolve(study.profile.ood.fake_folder, REPO_ROOT))
 
 
 # -------------------------------------------------------------------------------------- registry

@@ -124,7 +124,6 @@ def claims_forest(df: "pd.DataFrame") -> plt.Figure:
 def _place_labels(ax: plt.Axes, xs: "np.ndarray", ys: "np.ndarray", names: "Sequence[str]",
                   colors: "Sequence | None" = None, fontsize: int = 7) -> None:
     """Label points (in their colours) so that labels overlap neither each other, the points nor the axes' edges."""
-    import numpy as np
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox
     renderer = ax.figure.canvas.get_renderer()
@@ -160,8 +159,6 @@ def separation_kde(samples: "dict[str, dict[str, np.ndarray]]", table: "pd.DataF
     Each panel has its own x range. When the OOD curve peaks far above the member / held-out curves,
     the y axis is cut at those two curves (the OOD peak is marked as off scale).
     """
-    import numpy as np
-    import seaborn as sns
     names = list(samples)
     if not names:
         raise ValueError("separation_kde: no variants to plot")
@@ -211,8 +208,6 @@ def privacy_utility(table: "pd.DataFrame", attack: str = "threshold") -> plt.Fig
 
     `table`: index = variant, columns family, heldout_acc, auroc, tpr_at_1pct_fpr(_lo, _hi), mean_ood_fpr.
     """
-    import numpy as np
-    import seaborn as sns
     need = {"family", "heldout_acc", "auroc", "tpr_at_1pct_fpr", "mean_ood_fpr"}
     if table.empty or not need <= set(table.columns):
         raise ValueError(f"privacy_utility: need a non-empty table with columns {sorted(need)}")
@@ -458,8 +453,6 @@ def pool_rows_grid(images: "dict[str, torch.Tensor]", titles: "dict[str, Sequenc
                    row_labels: "dict[str, str] | None" = None, ncols: int = 8, title: str = "",
                    size: float = 1.1) -> plt.Figure:
     """One row of images per pool ([0,1] CHW), the pool's name (or row label) on the left; empty cells blank."""
-    import matplotlib.pyplot as plt
-    import numpy as np
     names = list(images)
     fig, axes = plt.subplots(len(names), ncols, figsize=(ncols * size + 1.6, len(names) * size * (1.35 if titles else 1.05)),
                              squeeze=False)
@@ -488,8 +481,6 @@ def pool_rows_grid(images: "dict[str, torch.Tensor]", titles: "dict[str, Sequenc
 
 def fpr_heatmap(fpr: "pd.DataFrame", title: str = "") -> plt.Figure:
     """FPR of every attack (columns) on every non-member pool (rows), annotated, 0 to 1."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
     fig, ax = plt.subplots(figsize=(1.5 * fpr.shape[1] + 3.0, 0.42 * fpr.shape[0] + 1.6))
     sns.heatmap(fpr.astype(float), annot=True, fmt=".3f", cmap="Reds", vmin=0, vmax=1, linewidths=0.5,
                 cbar_kws={"label": "false-positive rate"}, ax=ax, annot_kws={"fontsize": 8})
@@ -502,8 +493,6 @@ def fpr_heatmap(fpr: "pd.DataFrame", title: str = "") -> plt.Figure:
 
 def pool_roc_metrics(rows: "pd.DataFrame", pools: "Sequence[str] | None" = None) -> plt.Figure:
     """AUROC and TPR at 1% / 0.1% FPR (95% bootstrap CI) of every attack with each pool as the negatives."""
-    import matplotlib.pyplot as plt
-    import numpy as np
     pools = list(pools) if pools is not None else list(dict.fromkeys(rows["nonmember_set"]))
     attacks = list(dict.fromkeys(rows["attack"]))
     panels = [("auroc", None, "AUROC (0.5 = chance)"), ("tpr_at_1pct_fpr", "tpr_at_1pct_fpr", "TPR at 1% FPR"),
@@ -537,8 +526,6 @@ def pool_roc_metrics(rows: "pd.DataFrame", pools: "Sequence[str] | None" = None)
 
 def mmps_by_pool(table: "pd.DataFrame") -> plt.Figure:
     """Mean max prediction score per pool (bars coloured by kind), the members' MMPS as a reference line."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
     members = table[table.set == "members"]
     pools = table[table.set != "members"]
     fig, ax = plt.subplots(figsize=(8, 0.38 * len(pools) + 1.6))
@@ -560,7 +547,6 @@ def mmps_by_pool(table: "pd.DataFrame") -> plt.Figure:
 
 def unbounded_supply(table: "pd.DataFrame") -> plt.Figure:
     """False positives (left) and FPR with its 95% CI (right) against the number of generated images scored."""
-    import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
     for i, (name, g) in enumerate(table.groupby("attack", sort=False)):
         g = g.sort_values("n_generated")
@@ -581,8 +567,6 @@ def unbounded_supply(table: "pd.DataFrame") -> plt.Figure:
 
 def gan_quality_bars(table: "pd.DataFrame") -> plt.Figure:
     """Per class: target accuracy on images generated for the class vs on real held-out images of it."""
-    import matplotlib.pyplot as plt
-    import numpy as np
     t = table[table["class"] != "all"]
     x = np.arange(len(t))
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(t) + 2), 3.8))

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from . import calibration
