@@ -37,7 +37,6 @@ class FakeStudy:
     """The slice of `Study` that variants.{vanilla, with_temperature, attack_rows, model_row} use,
     serving fixed synthetic logits (multiplied by `scale`) instead of models."""
 
-
     def __init__(self, scale: float = 1.0, n: int = 120, seed: int = 0):
         self.profile = Profile(attacks=AttacksConfig(n_boot=20, salem_max_epochs=5))
         self.seed = 0
