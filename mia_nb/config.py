@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -14,6 +17,7 @@ ARCHS = ("simple_cnn", "resnet18", "efficientnet_b0", "resnet50")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ATTACK_NAMES = ("threshold", "entropy", "salem", "loss")
 EXTRA_DATASETS = ("cifar100", "svhn", "stl10", "stanford_dogs", "afhq_cat", "afhq_dog", "afhq_wild")
+ENGINE_BACKENDS = ("joblib", "ray")
 SPLIT_PARTS = ("target_train", "target_heldout", "shadow_train", "shadow_heldout", "calibration", "generator")
 
 
@@ -113,6 +117,13 @@ class DefensesConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    backend: str = "joblib"  # joblib (local processes) | ray (a Ray cluster, `pip install -e .[ray]`)
+    address: Optional[str] = None  # ray only: "auto", "host:port" or "ray://host:port"; None = a local Ray
+    workers: Optional[int] = None  # parallel training jobs; None = as many as CPU cores (joblib)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str = "default"
     seed: int = 42
@@ -126,6 +137,7 @@ class Profile:
     ood: OodConfig = field(default_factory=OodConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     defenses: DefensesConfig = field(default_factory=DefensesConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     source: str = ""  # the YAML file this came from (set by load_profile)
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +179,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: not a finite number, got {value!r} (use an ordinary number)")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -179,7 +193,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass `cls` from a mapping, refusing unknown keys."""
     hints = get_type_hints(cls)
     names = [f.name for f in fields(cls) if f.name != "source"]
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted(str(k) for k in values if k not in names)
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known keys here: {', '.join(names)})")
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in values.items()}
@@ -191,70 +205,204 @@ def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}: unknown value {value!r} (choose one of: {', '.join(allowed)})")
 
 
+def _need(ok: bool, key: str, value: Any, wrong: str, allowed: str) -> None:
+    """Raise `<key>: <wrong>, got <value> (<allowed>)` unless `ok`."""
+    if not ok:
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"{key}: {wrong}, got {shown!r} ({allowed})")
+
+
+def _at_least(key: str, value: float, low: float, what: str = "") -> None:
+    _need(value >= low, key, value, "too small", f"must be at least {low:g}{what}")
+
+
+def _positive(key: str, value: float) -> None:
+    _need(value > 0, key, value, "not positive", "must be greater than 0")
+
+
+def _each(key: str, values: tuple[Any, ...], check: Callable[[str, Any], None]) -> None:
+    for i, v in enumerate(values):
+        check(f"{key}[{i}]", v)
+
+
+def _no_repeats(key: str, values: tuple[Any, ...]) -> None:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    _need(not seen, key, values, f"{seen[0]!r} is repeated" if seen else "", "list each value once")
+
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NATIVE_SIZE = {"fashion_mnist": 28, "cifar10": 32, "stanford_dogs": 224}
+GAN_SIZES = (28, 32)
+SEED_LIMIT = 2 ** 32
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
 def validate(p: Profile) -> Profile:
     """Check names, ranges and sizes that need no data; raise ConfigError naming the key."""
-    _one_of("data.dataset", p.data.dataset, DATASETS)
-    _one_of("model.arch", p.model.arch, ARCHS)
-    _one_of("train.optimizer", p.train.optimizer, OPTIMIZERS)
+    # -- where things go
+    _need(bool(NAME_PATTERN.match(p.name)), "name", p.name, "not a plain folder name",
+          "letters, digits, '_', '.', '-', starting with a letter or digit, at most 100 characters; "
+          "it names the folder under the outputs root")
+    _need(bool(p.data.root.strip()), "data.root", p.data.root, "empty", "a folder, relative to the repository or absolute")
+    for key, folder in (("data.root", p.data.root), ("ood.afhq_root", p.ood.afhq_root),
+                        ("ood.fake_folder", p.ood.fake_folder)):
+        if folder is not None:
+            path = Path(folder) if Path(folder).is_absolute() else REPO_ROOT / folder
+            _need(not path.exists() or path.is_dir(), key, folder, f"{path} is a file, not a folder",
+                  "name a folder")
+    # -- seeds and device
+    _need(0 <= p.seed < SEED_LIMIT, "seed", p.seed, "out of range", "0 <= seed < 2**32")
+    _each("seeds", p.seeds, lambda k, v: _need(0 <= v < SEED_LIMIT, k, v, "out of range", "0 <= seed < 2**32"))
+    _no_repeats("seeds", p.seeds)
     _one_of("device", p.device, ("auto", "cpu", "cuda"))
-    for i, name in enumerate(p.attacks.names):
-        _one_of(f"attacks.names[{i}]", name, ATTACK_NAMES)
-    for i, name in enumerate(p.ood.extra_datasets):
-        _one_of(f"ood.extra_datasets[{i}]", name, EXTRA_DATASETS)
-    _one_of("calibration.llla.prior", p.calibration.llla.prior, ("marglik", "grid"))
-    _one_of("calibration.llla.link", p.calibration.llla.link, ("probit", "mc"))
-    g = p.calibration.llla.grid
-    if len(g) != 3 or not g[0] < g[1] or g[2] < 3 or g[2] != int(g[2]):
-        raise ConfigError(f"calibration.llla.grid: expected [log10 min, log10 max, points >= 3], got {list(g)}")
-    _one_of("calibration.llla.hessian_structure", p.calibration.llla.hessian_structure, ("kron", "diag", "full"))
-    if p.model.pretrained and p.model.arch != "resnet50":
-        raise ConfigError("model.pretrained: ImageNet weights are offered for resnet50 only")
-    positive = {
-        "train.lr": p.train.lr, "train.epochs": p.train.epochs, "train.batch_size": p.train.batch_size,
-        "attacks.salem_k": p.attacks.salem_k, "ood.gan.batch_size": p.ood.gan.batch_size,
-        "defenses.temperature": p.defenses.temperature,
-        "defenses.dp_max_grad_norm": p.defenses.dp_max_grad_norm, "ood.max_pool_size": p.ood.max_pool_size,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}: must be positive, got {value}")
+    if p.device == "cuda":
+        import torch
+        _need(torch.cuda.is_available(), "device", p.device, "no CUDA GPU is available here",
+              "use auto or cpu on this machine")
+    # -- data and splits
+    _one_of("data.dataset", p.data.dataset, DATASETS)
+    size = p.data.image_size or NATIVE_SIZE[p.data.dataset]
+    _need(p.data.image_size == 0 or 8 <= p.data.image_size <= 1024, "data.image_size", p.data.image_size,
+          "out of range", "0 for the dataset's native size, or 8 to 1024 pixels")
     for key, value in dataclasses.asdict(p.splits).items():
-        if value < 0:
-            raise ConfigError(f"splits.{key}: must be zero or positive, got {value}")
+        _at_least(f"splits.{key}", value, 0)
     for key in ("target_train", "target_heldout", "shadow_train", "shadow_heldout"):
-        if getattr(p.splits, key) == 0:
-            raise ConfigError(f"splits.{key}: must be positive")
-    if not 0.0 <= p.train.label_smoothing < 1.0:
-        raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {p.train.label_smoothing}")
-    for i, eps in enumerate(p.calibration.label_smoothing):
-        if not 0.0 < eps < 1.0:
-            raise ConfigError(f"calibration.label_smoothing[{i}]: must be in (0, 1), got {eps}")
-    for i, t in enumerate(p.calibration.temperatures):
-        if t <= 0:
-            raise ConfigError(f"calibration.temperatures[{i}]: must be positive, got {t}")
-    for i, e in enumerate(p.defenses.dp_epsilons):
-        if e <= 0:
-            raise ConfigError(f"defenses.dp_epsilons[{i}]: must be positive, got {e}")
-    for i, s in enumerate(p.ood.corruption_severities):
-        if s not in (1, 2, 3):
-            raise ConfigError(f"ood.corruption_severities[{i}]: must be 1, 2 or 3, got {s}")
-    if p.ood.gan.n_images < 0:
-        raise ConfigError(f"ood.gan.n_images: must be zero (no GAN) or positive, got {p.ood.gan.n_images}")
-    if any(n > p.ood.gan.n_images for n in p.ood.gan.supply_sizes):
-        raise ConfigError("ood.gan.supply_sizes: every size must be at most ood.gan.n_images")
-    if p.ood.gan.n_images > 0 and p.splits.generator == 0:
-        raise ConfigError("splits.generator: the GAN needs a positive generator split (or set ood.gan.n_images: 0)")
-    if len(set(p.seeds)) != len(p.seeds):
-        raise ConfigError("seeds: repeated seed")
+        _positive(f"splits.{key}", getattr(p.splits, key))
+    _need(p.splits.calibration > 0, "splits.calibration", p.splits.calibration, "not positive",
+          "notebook 06 fits temperatures and the Laplace prior on it; give it at least 1 image, e.g. 2000")
+    # -- model and training
+    _one_of("model.arch", p.model.arch, ARCHS)
+    if p.model.pretrained and p.model.arch != "resnet50":
+        raise ConfigError(f"model.pretrained: ImageNet weights are offered for resnet50 only, got true with "
+                          f"model.arch {p.model.arch!r} (set pretrained: false or arch: resnet50)")
+    _need(p.model.arch != "simple_cnn" or size % 4 == 0, "data.image_size", p.data.image_size,
+          "not divisible by 4", "simple_cnn needs a size divisible by 4")
+    t = p.train
+    _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
+    _positive("train.lr", t.lr)
+    _need(0.0 <= t.momentum < 1.0, "train.momentum", t.momentum, "out of range", "0 <= momentum < 1")
+    _at_least("train.epochs", t.epochs, 1)
+    _at_least("train.batch_size", t.batch_size, 1)
+    _at_least("train.weight_decay", t.weight_decay, 0)
+    _need(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", t.label_smoothing, "out of range",
+          "0 <= label_smoothing < 1")
+    _at_least("train.eval_every", t.eval_every, 0, "; 0 = only at the end")
+    # -- attacks
+    a = p.attacks
+    _need(len(a.names) > 0, "attacks.names", a.names, "empty", f"name at least one of: {', '.join(ATTACK_NAMES)}")
+    for i, name in enumerate(a.names):
+        _one_of(f"attacks.names[{i}]", name, ATTACK_NAMES)
+    _no_repeats("attacks.names", a.names)
+    _at_least("attacks.salem_k", a.salem_k, 1)
+    _at_least("attacks.salem_patience", a.salem_patience, 1)
+    _at_least("attacks.salem_max_epochs", a.salem_max_epochs, 1)
+    _at_least("attacks.n_boot", a.n_boot, 1, " bootstrap resample")
+    # -- other-content pools and the GAN
+    o, g = p.ood, p.ood.gan
+    _each("ood.corruption_severities", o.corruption_severities,
+          lambda k, v: _need(v in (1, 2, 3), k, v, "unknown severity", "1, 2 or 3"))
+    _no_repeats("ood.corruption_severities", o.corruption_severities)
+    for i, name in enumerate(o.extra_datasets):
+        _one_of(f"ood.extra_datasets[{i}]", name, EXTRA_DATASETS)
+    _no_repeats("ood.extra_datasets", o.extra_datasets)
+    if any(name.startswith("afhq_") for name in o.extra_datasets):
+        _need(bool(o.afhq_root), "ood.afhq_root", o.afhq_root, "missing",
+              "the afhq_* extra datasets need the AFHQ folder with cat/ dog/ wild/")
+    for key in ("afhq_root", "fake_folder"):
+        value = getattr(o, key)
+        _need(value is None or bool(value.strip()), f"ood.{key}", value, "empty", "a folder, or leave it out")
+    _at_least("ood.max_pool_size", o.max_pool_size, 1)
+    _at_least("ood.gan.n_images", g.n_images, 0, "; 0 = no GAN")
+    _at_least("ood.gan.batch_size", g.batch_size, 2)
+    _at_least("ood.gan.latent_dim", g.latent_dim, 1)
+    _positive("ood.gan.time_budget_s", g.time_budget_s)
+    _each("ood.gan.supply_sizes", g.supply_sizes, lambda k, v: _at_least(k, v, 1))
+    if g.n_images > 0:
+        _at_least("ood.gan.epochs", g.epochs, 1, " when ood.gan.n_images > 0")
+        _each("ood.gan.supply_sizes", g.supply_sizes, lambda k, v: _need(
+            v <= g.n_images, k, v, "larger than ood.gan.n_images", f"at most {g.n_images}"))
+        _need(p.splits.generator >= 2, "splits.generator", p.splits.generator, "too small for the GAN",
+              "at least 2 images, or set ood.gan.n_images: 0")
+        _need(size in GAN_SIZES, "ood.gan.n_images", g.n_images, f"the GAN makes 28 or 32 px images, not {size} px",
+              "set ood.gan.n_images: 0, or data.image_size: 28 or 32")
+    # -- calibration
+    c = p.calibration
+    _each("calibration.temperatures", c.temperatures, _positive)
+    _each("calibration.label_smoothing", c.label_smoothing,
+          lambda k, v: _need(0.0 < v < 1.0, k, v, "out of range", "0 < label smoothing < 1"))
+    _one_of("calibration.llla.hessian_structure", c.llla.hessian_structure, ("kron", "diag", "full"))
+    _one_of("calibration.llla.prior", c.llla.prior, ("marglik", "grid"))
+    _one_of("calibration.llla.link", c.llla.link, ("probit", "mc"))
+    gr = c.llla.grid
+    _need(len(gr) == 3 and gr[0] < gr[1] and gr[2] >= 3 and gr[2] == int(gr[2]), "calibration.llla.grid", gr,
+          "not a grid", "[log10 min, log10 max, points >= 3] with min < max")
+    _at_least("calibration.llla.n_samples", c.llla.n_samples, 1)
+    # -- defenses
+    d = p.defenses
+    _each("defenses.weight_decay", d.weight_decay, _positive)
+    _positive("defenses.temperature", d.temperature)
+    _each("defenses.dp_epsilons", d.dp_epsilons, _positive)
+    _positive("defenses.dp_max_grad_norm", d.dp_max_grad_norm)
+    _at_least("defenses.dp_epochs", d.dp_epochs, 0, "; 0 = train.epochs")
+    # -- engine
+    e = p.engine
+    _one_of("engine.backend", e.backend, ENGINE_BACKENDS)
+    if e.workers is not None:
+        _at_least("engine.workers", e.workers, 1, ", or leave it out for one per CPU core")
+    if e.address is not None and e.backend != "ray":
+        raise ConfigError(f"engine.address: only the ray backend takes an address, got {e.address!r} "
+                          f"(set engine.backend: ray or remove engine.address)")
+    if e.backend == "ray":
+        _need(importlib.util.find_spec("ray") is not None, "engine.backend", e.backend,
+              "ray needs the Ray extra, which is not installed",
+              "pip install -e .[ray], or use backend joblib")
     return p
 
 
 def parse_profile(values: dict[str, Any], source: str = "<dict>") -> Profile:
     """Build and validate a Profile from a mapping (as read from YAML)."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{source}: a profile must be a YAML mapping")
+        raise ConfigError(f"(top level): expected a mapping of settings (key: value lines), got {values!r:.80}")
     p = _build(Profile, values)
     return validate(dataclasses.replace(p, source=source))
+
+
+def _duplicate_key(node: yaml.Node, prefix: str = "") -> str | None:
+    """The dotted key of the first key given twice in one mapping of a composed YAML tree, or None."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            if key in seen:
+                return f"{prefix}{key}: given twice (second time on line {key_node.start_mark.line + 1})"
+            seen.add(key)
+            found = _duplicate_key(value_node, f"{prefix}{key}.")
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{prefix[:-1]}[{i}]." if prefix else f"[{i}].")
+            if found:
+                return found
+    return None
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse one YAML document with the safe loader; empty documents and repeated keys are errors."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{source}: the profile is empty, got no settings (write at least `name: <run name>`; "
+                              f"params/default.yaml lists every key)")
+        dup = _duplicate_key(node)
+        if dup:
+            raise ConfigError(f"{source}: {dup} (a repeated key would silently keep the last value; keep one)")
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    finally:
+        loader.dispose()
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -263,9 +411,10 @@ def load_profile(path: str | Path) -> Profile:
     if not path.is_file():
         raise ConfigError(f"{path}: profile file not found (profiles live in params/)")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the profile ({type(err).__name__})") from None
+    values = read_yaml(text, str(path))
     try:
         return parse_profile(values, source=str(path))
     except ConfigError as err:

@@ -79,14 +79,32 @@ def to_input(batch: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 
 
 def resolve(path: str | Path, repo_root: Path) -> Path:
-    """A profile path: absolute as given, else relative to the repository root."""
-    path = Path(path)
-    return path if path.is_absolute() else repo_root / path
+    """A profile path: absolute as given (`~` expanded), else relative to the repository root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path(repo_root) / path
 
 
 def data_root(p: Profile, repo_root: Path) -> Path:
     """The profile's data folder, resolved against the repository root."""
     return resolve(p.data.root, repo_root)
+
+
+def check_data_root(root: Path, repo_root: Path, key: str = "data.root", given: str | None = None) -> Path:
+    """The data folder must be an existing folder, or the repository's own data/ (made on first install).
+
+    This is what stops a mistyped root from being filled with a fresh copy of the data: nothing is
+    ever written into a data folder that does not exist yet, except the default one.
+    """
+    root = Path(root)
+    expected = Path(repo_root) / "data"
+    given = str(root) if given is None else given
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{key}: {root} is a file, not a folder, got {given!r} (name the data folder, "
+                          f"e.g. {expected})")
+    if not root.exists() and root.resolve() != expected.resolve():
+        raise ConfigError(f"{key}: folder {root} does not exist, got {given!r} (expected {expected} or another "
+                          f"existing folder; typo? create the folder first if you mean it)")
+    return root
 
 
 # ---------------------------------------------------------------------------------------- Fashion-MNIST
@@ -176,23 +194,33 @@ def load_stl10(root: Path, download: bool = False) -> tuple[torch.Tensor, torch.
     return torch.as_tensor(d.data[keep], dtype=torch.uint8), torch.as_tensor(labels, dtype=torch.int64)
 
 
-def read_image_folder(path: Path, size: int, channels: int = 3,
-                      labelled: bool = True) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    """Images of a class-per-subfolder tree (torchvision ImageFolder), resized, as uint8 NCHW."""
+def read_image_folder(path: Path, size: int, channels: int = 3, labelled: bool = True,
+                      key: str = "") -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """Images of a class-per-subfolder tree (torchvision ImageFolder), resized, as uint8 NCHW.
+
+    Errors are one line naming `key` (the profile key that names the folder) and the folder or file.
+    """
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
     path = Path(path)
+    where = f"{key}: " if key else ""
     if not path.is_dir():
-        raise ConfigError(f"{path}: image folder not found")
+        raise ConfigError(f"{where}{path}: image folder not found")
     mode = "L" if channels == 1 else "RGB"
     tf = transforms.Compose([transforms.Lambda(lambda im: im.convert(mode)),
                              transforms.Resize((size, size)), transforms.PILToTensor()])
     try:
         ds = ImageFolder(str(path), transform=tf)
     except (FileNotFoundError, RuntimeError) as err:
-        raise ConfigError(f"{path}: no images found ({err})") from None
+        raise ConfigError(f"{where}no images found in {path} ({str(err).splitlines()[0]})") from None
     from tqdm.auto import tqdm
-    xs = [ds[i][0] for i in tqdm(range(len(ds)), desc=f"reading {path.name}", leave=False)]
+    xs = []
+    for i in tqdm(range(len(ds)), desc=f"reading {path.name}", leave=False):
+        try:
+            xs.append(ds[i][0])
+        except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
+            raise ConfigError(f"{where}cannot read image {ds.samples[i][0]} ({type(err).__name__}); "
+                              f"remove or replace that file") from None
     labels = torch.as_tensor(ds.targets, dtype=torch.int64) if labelled else torch.full((len(xs),), -1)
     return torch.stack(xs), labels, tuple(ds.classes)
 
@@ -203,9 +231,16 @@ def stanford_dogs_dir(root: Path) -> Path:
     return base / "Images" if (base / "Images").is_dir() else base
 
 
+EXTRA_DATASET_FILES = {"cifar100": "cifar-100-python", "svhn": "test_32x32.mat", "stl10": "stl10_binary"}
+
+
 def check_data_available(p: Profile, repo_root: Path) -> None:
-    """Raise a one-line ConfigError before any long work when the profile's data cannot be had."""
-    root = data_root(p, repo_root)
+    """Raise a one-line ConfigError before any long work when the profile's data cannot be had.
+
+    Covers the study's dataset, every `ood.extra_datasets` entry and `ood.fake_folder`. Writes only
+    when Fashion-MNIST is unpacked from Debian's files, and only after the data root was checked.
+    """
+    root = check_data_root(data_root(p, repo_root), repo_root, given=p.data.root)
     if p.data.dataset == "fashion_mnist":
         ensure_fashion_mnist(root, p.data.download)
     elif p.data.dataset == "cifar10" and not p.data.download and not (root / "cifar-10-batches-py").is_dir():
@@ -214,6 +249,25 @@ def check_data_available(p: Profile, repo_root: Path) -> None:
     elif p.data.dataset == "stanford_dogs" and not stanford_dogs_dir(root).is_dir():
         raise ConfigError(f"data.root: Stanford Dogs not found; put the breed folders (Images/n02085620-Chihuahua/…) "
                           f"under {root}/stanford_dogs")
+    for i, name in enumerate(p.ood.extra_datasets):
+        key = f"ood.extra_datasets[{i}]"
+        if name == "stanford_dogs":
+            where = stanford_dogs_dir(root)
+        elif name.startswith("afhq_"):
+            if not p.ood.afhq_root:
+                raise ConfigError(f"ood.afhq_root: needed for {key} ({name}); name the AFHQ folder with cat/ dog/ wild/")
+            where = resolve(p.ood.afhq_root, repo_root) / name.split("_", 1)[1]
+        elif p.data.download:
+            continue  # torchvision fetches it into data.root
+        else:
+            where = root / EXTRA_DATASET_FILES[name]
+        if not where.exists():
+            raise ConfigError(f"{key}: {name} not found, got {name!r} (expected {where}; put the files there"
+                              f"{'' if name in ('stanford_dogs',) or name.startswith('afhq_') else ' or set data.download: true'}"
+                              f", or remove it from ood.extra_datasets)")
+    if p.ood.fake_folder and not resolve(p.ood.fake_folder, repo_root).is_dir():
+        raise ConfigError(f"ood.fake_folder: folder {resolve(p.ood.fake_folder, repo_root)} not found, "
+                          f"got {p.ood.fake_folder!r} (name a folder of images, or leave it out)")
 
 
 def load_pool(p: Profile, repo_root: Path) -> Pool:
@@ -230,7 +284,7 @@ def load_pool(p: Profile, repo_root: Path) -> Pool:
         desc = {"files": ["cifar-10-batches-py"], "order": "train (50,000) then test (10,000)"}
     else:
         folder = stanford_dogs_dir(root)
-        x, y, classes = read_image_folder(folder, info.size, 3)
+        x, y, classes = read_image_folder(folder, info.size, 3, key="data.root")
         info = DatasetInfo(info.name, 3, info.size, len(classes), info.mean, info.std, classes, len(y))
         desc = {"files": [str(folder)], "order": "ImageFolder order (class folder, then file name)"}
     if x.shape[-1] != info.size:
@@ -301,15 +355,37 @@ def save_splits(folder: Path, parts: dict[str, np.ndarray], pool: Pool, seed: in
     return path
 
 
+class DamagedFile(ValueError):
+    """A file the study wrote earlier cannot be read back; the message says which notebook remakes it."""
+
+
 def load_splits(folder: Path) -> dict[str, np.ndarray]:
-    """Read data/splits.npz; a one-line error says to run notebook 01 when it is missing."""
+    """Read data/splits.npz (never with pickle); a one-line error says to rerun notebook 01 when it is
+    missing or damaged."""
     path = Path(folder) / "splits.npz"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run notebooks/01_data_prep.ipynb first")
-    with np.load(path) as z:
-        parts = {k: z[k] for k in z.files}
-    assert_disjoint(parts)
+        raise FileNotFoundError(f"{path} not found: run notebooks/01_data_prep.ipynb first "
+                                f"(python -m mia_nb run --params <profile> --only 01)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            parts = {k: np.asarray(z[k]) for k in z.files}
+    except Exception as err:  # noqa: BLE001 - truncated, not a zip, pickled objects: all mean "damaged"
+        raise DamagedFile(_damaged(path, f"cannot be read: {type(err).__name__}")) from None
+    if not parts:
+        raise DamagedFile(_damaged(path, "no split parts in it"))
+    for k, v in parts.items():
+        if v.ndim != 1 or v.dtype.kind not in "iu" or (len(v) and v.min() < 0):
+            raise DamagedFile(_damaged(path, f"part {k} is not a list of image indices"))
+    try:
+        assert_disjoint(parts)
+    except ValueError as err:
+        raise DamagedFile(_damaged(path, str(err))) from None
     return parts
+
+
+def _damaged(path: Path, reason: str) -> str:
+    return (f"{path} is damaged ({reason}); rerun notebook 01 to redraw the splits "
+            f"(python -m mia_nb run --params <profile> --only 01)")
 
 
 SPLIT_ROLES = {
@@ -334,13 +410,18 @@ def class_balance(parts: dict[str, np.ndarray], labels: np.ndarray, classes: tup
     return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
 
 
-def install_fashion_mnist(root: Path, download: bool = True, debian_dir: Path = DEBIAN_FASHION_MNIST) -> Path:
-    """Fill `root` with Fashion-MNIST: Debian's package via apt-get where that works, else torchvision.
+def install_fashion_mnist(root: Path, download: bool = True, debian_dir: Path = DEBIAN_FASHION_MNIST,
+                          repo_root: Path | None = None, key: str = "--root") -> Path:
+    """Fill `<root>/FashionMNIST/raw` with Fashion-MNIST: Debian's package via apt-get where that works,
+    else torchvision.
 
-    Raises a one-line ConfigError listing the three ways when neither works.
+    `root` must be an existing folder or the repository's data/ (see `check_data_root`), so a
+    mistyped root is refused before anything is written. Raises a one-line ConfigError listing the
+    three ways when neither source works.
     """
     import os
     import subprocess
+    root = check_data_root(Path(root), repo_root or Path(__file__).resolve().parents[1], key)
     if not all((debian_dir / f"{n}.gz").is_file() for n in FASHION_FILES) and shutil.which("apt-get"):
         sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
         if sudo is not None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .config import ConfigError, Profile, load_profile, seeds_of
+from .paths import OutsideRootError, inside
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -35,6 +38,9 @@ def select(notebooks: list[Path], only: str | None) -> list[Path]:
             raise ConfigError(f"--only: cannot read {chunk!r}; use e.g. 03, 01-03 or 01,04-05")
         lo = int(m.group(1))
         hi = int(m.group(2) or lo)
+        if hi < lo:
+            raise ConfigError(f"--only: the range {chunk.strip()!r} is reversed, got {only!r} "
+                              f"(write the lower number first: {hi:02d}-{lo:02d})")
         wanted.update(range(lo, hi + 1))
     picked = [p for p in notebooks if int(p.name[:2]) in wanted]
     if not picked:
@@ -43,7 +49,8 @@ def select(notebooks: list[Path], only: str | None) -> list[Path]:
 
 
 def preflight(profile: Profile) -> None:
-    """Checks that need data but no computation: data present, split sizes fit."""
+    """Checks that need data but no computation: data root, dataset, extra datasets and fake folder
+    present, split sizes fit. Runs before any notebook; every failure is one line naming the key."""
     from . import data
     data.check_data_available(profile, REPO_ROOT)
     info = data.dataset_info(profile)
@@ -75,11 +82,13 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     profile = load_profile(params_file)
     preflight(profile)
     outputs_root = Path(outputs_root).resolve() if outputs_root else REPO_ROOT / "outputs"
+    if outputs_root.exists() and not outputs_root.is_dir():
+        raise ConfigError(f"--outputs: {outputs_root} is a file, got {str(outputs_root)!r} (name a folder)")
     notebooks = select(list_notebooks(notebook_dir), only)
     per_seed = [nb for nb in notebooks if int(nb.name[:2]) < SUMMARY_FROM]
     summary = [nb for nb in notebooks if int(nb.name[:2]) >= SUMMARY_FROM]
     seeds = seeds_of(profile)
-    base = outputs_root / profile.name
+    base = inside(outputs_root, profile.name)  # the name is checked at load; this guards the guard
     jobs = [(nb, seed, base / f"seed_{seed}" if len(seeds) > 1 else base) for seed in seeds for nb in per_seed]
     jobs += [(nb, -1, base) for nb in summary]
     done: list[Path] = []
@@ -96,7 +105,13 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
             execute(nb, out, {"params_file": str(params_file), "outputs_root": str(outputs_root),
                               "seed": int(seed)}, notebook_dir)
         except pm.PapermillExecutionError as err:
+            if err.ename == "KeyboardInterrupt" or STOP.is_set():  # Ctrl-C, passed on to the kernel by main
+                raise Interrupted(nb.name, seed, base, _remaining(jobs[i:], notebooks, only)) from None
             raise NotebookFailed(nb.name, err.exec_count, f"{err.ename}: {err.evalue}", out) from None
+        except KeyboardInterrupt:
+            raise Interrupted(nb.name, seed, base, _remaining(jobs[i:], notebooks, only)) from None
+        if STOP.is_set():  # Ctrl-C reached the kernel between two cells: stop after this notebook
+            raise Interrupted(nb.name, seed, base, _remaining(jobs[i + 1:], notebooks, only))
         done.append(out)
         if not quiet:
             print(f"    done in {time.perf_counter() - t0:.0f} s → {out}", flush=True)
@@ -116,6 +131,70 @@ class NotebookFailed(RuntimeError):
         super().__init__(f"{name} failed in cell [{cell}]: {error} (executed copy: {copy})")
 
 
+STOP = threading.Event()  # set by the Ctrl-C handler of `main` once it has interrupted the kernel
+
+
+def _kernel_pids() -> list[int]:
+    """Process ids of the Jupyter kernels this process started (Linux /proc; [] elsewhere)."""
+    me, pids = os.getpid(), []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == me and b"ipykernel" in (d / "cmdline").read_bytes():
+                pids.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """First Ctrl-C: interrupt the running kernel, so its cell stops cleanly and papermill returns
+    (the kernel runs in its own session and does not see the terminal's Ctrl-C). Later ones, or
+    no kernel: a KeyboardInterrupt here."""
+    if not STOP.is_set():
+        pids = _kernel_pids()
+        if pids:
+            STOP.set()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGINT)
+                except OSError:
+                    pass
+            return
+    raise KeyboardInterrupt
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a notebook; names it and what a rerun must cover (`only`, None = the same selection)."""
+
+    def __init__(self, name: str, seed: int, base: Path, only: str | None):
+        self.name, self.seed, self.base, self.only = name, seed, base, only
+        super().__init__(name)
+
+
+def _remaining(jobs: list[tuple[Path, int, Path]], selected: list[Path], only: str | None) -> str | None:
+    """An --only value covering the notebooks of the jobs not yet finished (None: keep `only` as it was)."""
+    numbers = sorted({int(nb.name[:2]) for nb, _, _ in jobs})
+    if len(numbers) == len(selected):
+        return only
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ",".join(f"{r[0]:02d}" if len(r) == 1 else f"{r[0]:02d}-{r[-1]:02d}" for r in runs)
+
+
+def _command(params: str, outputs: str | None, only: str | None) -> str:
+    """The `python -m mia_nb run ...` line for these arguments, quoted for a shell."""
+    import shlex
+    cmd = ["python", "-m", "mia_nb", "run", "--params", params]
+    cmd += ["--outputs", outputs] if outputs else []
+    cmd += ["--only", only] if only else []
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(prog="python -m mia_nb", description="Run the mia-nb study headless.")
@@ -124,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--params", default=str(REPO_ROOT / "params" / "default.yaml"), help="profile YAML")
     r.add_argument("--only", default=None, help="notebooks to run, e.g. 01-03 or 04,06")
     r.add_argument("--outputs", default=None, help="outputs root (default: ./outputs)")
+    r.add_argument("--notebooks", default=str(NOTEBOOK_DIR), help=argparse.SUPPRESS)  # tests: a folder of stand-ins
     d = sub.add_parser("data", help="install the default dataset (Fashion-MNIST) when it is missing")
     d.add_argument("--root", default=str(REPO_ROOT / "data"), help="data folder (default: ./data)")
     args = ap.parse_args(argv)
@@ -135,15 +215,36 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("interrupted: files are written whole or not at all, so nothing half-written is kept; "
+                  f"rerun: python -m mia_nb data --root {args.root}", file=sys.stderr)
+            return 130
         print(f"Fashion-MNIST ready in {raw}")
         return 0
+    STOP.clear()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        run_study(args.params, args.only, args.outputs)
-    except (ConfigError, FileNotFoundError) as err:
+        run_study(args.params, args.only, args.outputs, notebook_dir=Path(args.notebooks))
+    except (ConfigError, FileNotFoundError, OutsideRootError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except Interrupted as err:
+        label = f"seed {err.seed}" if err.seed >= 0 else "all seeds"
+        print(f"interrupted: {Path(err.name).stem} ({label}) stopped; everything stored so far in {err.base} is kept "
+              f"and will be reused; resume with: {_command(args.params, args.outputs, err.only)}",
+              file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:
+        print(f"interrupted outside a notebook; everything stored so far is kept; resume with: "
+              f"{_command(args.params, args.outputs, args.only)}", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     print(f"study finished in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -3,7 +3,8 @@
 An artifact is one file holding the JSON-able config that made it and its payload, saved under
 `<root>/<kind>/<key>.pt` where key = hash of (kind, config). Files are written to a temporary
 name in the same folder and renamed into place, so a killed run never leaves a file that a later
-run would load.
+run would load. A file that fails to load anyway (truncated by a full disk, damaged by hand) is
+moved aside as `<name>.corrupt`, named in one line on stderr, and recomputed: a rerun heals.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from .paths import inside
 
 
 def config_key(kind: str, config: dict[str, Any]) -> str:
@@ -58,21 +62,37 @@ class Store:
 
     def path(self, kind: str, config: dict[str, Any]) -> Path:
         """Where the artifact of this kind and config lives (whether or not it exists)."""
-        return self.root / kind / f"{config_key(kind, config)}.pt"
+        return inside(self.root, Path(kind) / f"{config_key(kind, config)}.pt")
 
     def has(self, kind: str, config: dict[str, Any]) -> bool:
         """True when a complete artifact exists."""
         return self.path(kind, config).is_file()
 
     def get(self, kind: str, config: dict[str, Any]) -> Any | None:
-        """The stored payload, or None when there is none."""
+        """The stored payload, or None when there is none or it fails to load (then moved aside)."""
         path = self.path(kind, config)
         if not path.is_file():
             return None
-        record = torch.load(path, map_location="cpu", weights_only=False)
-        if record.get("config") != json.loads(json.dumps(config, sort_keys=True, default=str)):
+        try:
+            record = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(record, dict) or "payload" not in record or "config" not in record:
+                raise ValueError("not a store record")
+        except Exception as err:  # noqa: BLE001 - any load failure means: recompute
+            self.quarantine(path, err)
+            return None
+        if record["config"] != json.loads(json.dumps(config, sort_keys=True, default=str)):
             raise RuntimeError(f"{path}: stored config differs from the requested one (hash collision?)")
         return record["payload"]
+
+    @staticmethod
+    def quarantine(path: Path, err: BaseException) -> Path:
+        """Move an unloadable artifact to `<name>.corrupt` (kept for inspection) and say so in one line."""
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        print(f"store: {path} could not be loaded ({type(err).__name__}: {reason}); moved aside to {aside.name}, "
+              f"recomputing", file=sys.stderr, flush=True)
+        return aside
 
     def put(self, kind: str, config: dict[str, Any], payload: Any) -> Path:
         """Save `payload` atomically under the key of (kind, config)."""

@@ -73,3 +73,91 @@ def test_environment_yml_has_the_pyproject_pins():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(deps) <= set(pip)
+
+
+# Every entry: a profile a new user might write, and the key its one-line error must name.
+BAD_PROFILES = [
+    ("", "empty"),
+    ("# nothing but a comment\n", "empty"),
+    ("- a list\n- not a mapping\n", "top level"),
+    ("train: 3\n", "train"),
+    ("train:\n  lr: 0.1\n  lr: 0.2\n", "train.lr"),
+    ("seed: 1\nseed: 2\n", "seed"),
+    ("name: ../../x\n", "name"),
+    ("name: /tmp/elsewhere\n", "name"),
+    ("name: a/b\n", "name"),
+    ("name: ''\n", "name"),
+    ("name: ..\n", "name"),
+    ("name: my run\n", "name"),
+    ("seed: -1\n", "seed"),
+    ("seed: 4294967296\n", "seed"),
+    ("seeds: [1, -2]\n", "seeds[1]"),
+    ("seeds: [3, 3]\n", "seeds"),
+    ("device: cuda\n", "device"),
+    ("data:\n  root: pyproject.toml\n", "data.root"),
+    ("data:\n  root: ''\n", "data.root"),
+    ("data:\n  image_size: -28\n", "data.image_size"),
+    ("data:\n  image_size: 30\n", "data.image_size"),
+    ("data:\n  image_size: 64\n", "ood.gan.n_images"),
+    ("splits:\n  calibration: 0\n", "splits.calibration"),
+    ("splits:\n  generator: 1\n", "splits.generator"),
+    ("train:\n  lr: .nan\n", "train.lr"),
+    ("train:\n  batch_size: 0\n", "train.batch_size"),
+    ("train:\n  weight_decay: -0.1\n", "train.weight_decay"),
+    ("train:\n  momentum: 1.0\n", "train.momentum"),
+    ("train:\n  label_smoothing: 1.0\n", "train.label_smoothing"),
+    ("train:\n  eval_every: -1\n", "train.eval_every"),
+    ("attacks:\n  names: []\n", "attacks.names"),
+    ("attacks:\n  names: [loss, loss]\n", "attacks.names"),
+    ("attacks:\n  n_boot: 0\n", "attacks.n_boot"),
+    ("attacks:\n  salem_k: 0\n", "attacks.salem_k"),
+    ("attacks:\n  salem_patience: 0\n", "attacks.salem_patience"),
+    ("attacks:\n  salem_max_epochs: 0\n", "attacks.salem_max_epochs"),
+    ("ood:\n  corruption_severities: [4]\n", "ood.corruption_severities[0]"),
+    ("ood:\n  extra_datasets: [svhn, svhn]\n", "ood.extra_datasets"),
+    ("ood:\n  extra_datasets: [afhq_cat]\n", "ood.afhq_root"),
+    ("ood:\n  max_pool_size: 0\n", "ood.max_pool_size"),
+    ("ood:\n  gan:\n    epochs: 0\n", "ood.gan.epochs"),
+    ("ood:\n  gan:\n    batch_size: 1\n", "ood.gan.batch_size"),
+    ("ood:\n  gan:\n    latent_dim: 0\n", "ood.gan.latent_dim"),
+    ("ood:\n  gan:\n    time_budget_s: 0\n", "ood.gan.time_budget_s"),
+    ("calibration:\n  temperatures: [0]\n", "calibration.temperatures[0]"),
+    ("calibration:\n  llla:\n    n_samples: 0\n", "calibration.llla.n_samples"),
+    ("defenses:\n  weight_decay: [0.001, 0]\n", "defenses.weight_decay[1]"),
+    ("defenses:\n  temperature: -1\n", "defenses.temperature"),
+    ("defenses:\n  dp_epsilons: [-1]\n", "defenses.dp_epsilons[0]"),
+    ("defenses:\n  dp_epochs: -3\n", "defenses.dp_epochs"),
+    ("engine:\n  workers: 0\n", "engine.workers"),
+]
+
+
+@pytest.mark.parametrize("text, key", BAD_PROFILES, ids=[f"{i:02d}-{k}" for i, (_, k) in enumerate(BAD_PROFILES)])
+def test_every_bad_profile_fails_at_load_in_one_line(text, key, write_profile, monkeypatch):
+    import time
+
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # `device: cuda` on a machine without a GPU
+    path = write_profile(text)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    seconds = time.perf_counter() - t0
+    message = str(info.value)
+    assert seconds < 1.0, f"took {seconds:.2f} s"
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ") and key in message, message
+
+
+def test_the_bad_profile_table_is_big_enough():
+    assert len(BAD_PROFILES) >= 30 and len({t for t, _ in BAD_PROFILES}) == len(BAD_PROFILES)
+
+
+def test_duplicate_key_names_the_full_key_and_line(write_profile):
+    path = write_profile("name: x\nood:\n  gan:\n    epochs: 2\n    epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"ood\.gan\.epochs: given twice \(second time on line 5\)"):
+        load_profile(path)
+
+
+def test_plain_names_are_accepted():
+    for name in ("smoke", "cifar10_resnet18", "run-2.b", "A1"):
+        assert parse_profile({"name": name}).name == name
