@@ -38,9 +38,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader
 
-HESSIAN_STRUCTURES = ("kron", "diag", "full")
-PRIOR_METHODS = ("marglik", "grid")
-LINKS = ("probit", "mc")
+from .config import HESSIAN_STRUCTURES, LLLA_LINKS as LINKS, LLLA_PRIORS as PRIOR_METHODS  # noqa: E402
 BACKENDS = ("curvlinops_ggn", "curvlinops_ef", "asdl_ggn", "asdl_ef", "backpack_ggn")
 # Fastest exact-GGN last-layer KFAC fit on CPU, per benchmarks/llla_backends.py (asdl ~1.1 s,
 # backpack ~1.6-2.1 s, curvlinops ~2.2-2.9 s for 2,500 SimpleCNN inputs); all three agree to 1e-8.

@@ -12,10 +12,17 @@ from typing import Any, Callable, Optional, Union, get_args, get_origin, get_typ
 
 import yaml
 
+from . import REPO_ROOT
+from .attacks import ATTACKS
+
 DATASETS = ("fashion_mnist", "cifar10", "stanford_dogs")
 ARCHS = ("simple_cnn", "resnet18", "efficientnet_b0", "resnet50")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-ATTACK_NAMES = ("threshold", "entropy", "salem", "loss")
+SCHEDULES = ("constant", "onecycle")
+ATTACK_NAMES = tuple(ATTACKS)  # the registry is mia_nb.attacks.ATTACKS
+HESSIAN_STRUCTURES = ("kron", "diag", "full")  # last-layer Laplace choices (laplace-torch)
+LLLA_PRIORS = ("marglik", "grid")
+LLLA_LINKS = ("probit", "mc")
 EXTRA_DATASETS = ("cifar100", "svhn", "stl10", "stanford_dogs", "afhq_cat", "afhq_dog", "afhq_wild")
 ENGINE_BACKENDS = ("joblib", "ray")
 SPLIT_PARTS = ("target_train", "target_heldout", "shadow_train", "shadow_heldout", "calibration", "generator")
@@ -60,6 +67,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     eval_every: int = 1  # held-out accuracy every N epochs (0 = only at the end)
+    schedule: str = "constant"  # constant | onecycle (lr rises to `lr`, then anneals to ~0: fewer epochs)
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 NATIVE_SIZE = {"fashion_mnist": 28, "cifar10": 32, "stanford_dogs": 224}
 GAN_SIZES = (28, 32)
 SEED_LIMIT = 2 ** 32
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def validate(p: Profile) -> Profile:
@@ -279,6 +286,7 @@ def validate(p: Profile) -> Profile:
           "not divisible by 4", "simple_cnn needs a size divisible by 4")
     t = p.train
     _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
+    _one_of("train.schedule", t.schedule, SCHEDULES)
     _positive("train.lr", t.lr)
     _need(0.0 <= t.momentum < 1.0, "train.momentum", t.momentum, "out of range", "0 <= momentum < 1")
     _at_least("train.epochs", t.epochs, 1)
@@ -330,9 +338,9 @@ def validate(p: Profile) -> Profile:
     _each("calibration.temperatures", c.temperatures, _positive)
     _each("calibration.label_smoothing", c.label_smoothing,
           lambda k, v: _need(0.0 < v < 1.0, k, v, "out of range", "0 < label smoothing < 1"))
-    _one_of("calibration.llla.hessian_structure", c.llla.hessian_structure, ("kron", "diag", "full"))
-    _one_of("calibration.llla.prior", c.llla.prior, ("marglik", "grid"))
-    _one_of("calibration.llla.link", c.llla.link, ("probit", "mc"))
+    _one_of("calibration.llla.hessian_structure", c.llla.hessian_structure, HESSIAN_STRUCTURES)
+    _one_of("calibration.llla.prior", c.llla.prior, LLLA_PRIORS)
+    _one_of("calibration.llla.link", c.llla.link, LLLA_LINKS)
     gr = c.llla.grid
     _need(len(gr) == 3 and gr[0] < gr[1] and gr[2] >= 3 and gr[2] == int(gr[2]), "calibration.llla.grid", gr,
           "not a grid", "[log10 min, log10 max, points >= 3] with min < max")

@@ -8,6 +8,7 @@ model input (float, normalised with the dataset's mean / std).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 
+from . import REPO_ROOT
 from .config import SPLIT_PARTS, ConfigError, Profile
 from .store import atomic_write, write_json
 
@@ -311,24 +313,53 @@ def check_split_sizes(sizes: dict[str, int], n_pool: int, dataset: str) -> None:
                           f"lower splits.{biggest} (now {sizes[biggest]:,}) or another part")
 
 
-def make_splits(labels: np.ndarray, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
-    """Seeded, class-stratified, disjoint parts of the pool (arrays of pool indices, sorted)."""
+SHARED_PARTS = ("generator",)  # the same for every seed of a profile: drawn first, with the profile's seed
+
+
+def make_splits(labels: np.ndarray, sizes: dict[str, int], seed: int,
+                shared_seed: int | None = None) -> dict[str, np.ndarray]:
+    """Seeded, class-stratified, disjoint parts of the pool (arrays of pool indices, sorted).
+
+    The shared parts (`SHARED_PARTS`) are drawn first from the whole pool with `shared_seed` (default
+    `seed`), so every seed of a profile gets the same ones; the other parts come from the rest with `seed`.
+    """
     labels = np.asarray(labels)
     check_split_sizes(sizes, len(labels), "dataset")
+    shared_seed = seed if shared_seed is None else shared_seed
     remaining = np.arange(len(labels))
     parts: dict[str, np.ndarray] = {}
-    for i, (name, n) in enumerate(sizes.items()):
+    order = sorted(enumerate(sizes.items()), key=lambda item: item[1][0] not in SHARED_PARTS)
+    for i, (name, n) in order:
         if n == 0:
             parts[name] = np.array([], dtype=np.int64)
             continue
         if n == len(remaining):
             take, remaining = remaining, remaining[:0]
         else:
+            base = shared_seed if name in SHARED_PARTS else seed
+            state = int(np.random.SeedSequence([base, i]).generate_state(1)[0])
             take, remaining = train_test_split(remaining, train_size=n, stratify=labels[remaining],
-                                               random_state=seed + i)
+                                               random_state=state)
         parts[name] = np.sort(take).astype(np.int64)
+    parts = {name: parts[name] for name in sizes}
     assert_disjoint(parts)
     return parts
+
+
+def assert_same_shared_parts(parts_by_seed: dict[int, dict[str, np.ndarray]]) -> None:
+    """Raise unless every seed's shared parts (the GAN's `generator` split) are the same indices."""
+    seeds = list(parts_by_seed)
+    for name in SHARED_PARTS:
+        for s in seeds[1:]:
+            a, b = parts_by_seed[seeds[0]].get(name), parts_by_seed[s].get(name)
+            if a is None or b is None or not np.array_equal(a, b):
+                raise ValueError(f"split part {name} differs between seeds {seeds[0]} and {s}: rerun notebook 01 "
+                                 "for every seed (the shared parts are drawn with the profile's seed)")
+
+
+def indices_sha(idx: np.ndarray) -> str:
+    """A short hash of an index array: what identifies a split part in store keys."""
+    return hashlib.sha256(np.ascontiguousarray(idx).tobytes()).hexdigest()[:16]
 
 
 def assert_disjoint(parts: dict[str, np.ndarray]) -> None:
@@ -421,7 +452,7 @@ def install_fashion_mnist(root: Path, download: bool = True, debian_dir: Path = 
     """
     import os
     import subprocess
-    root = check_data_root(Path(root), repo_root or Path(__file__).resolve().parents[1], key)
+    root = check_data_root(Path(root), repo_root or REPO_ROOT, key)
     if not all((debian_dir / f"{n}.gz").is_file() for n in FASHION_FILES) and shutil.which("apt-get"):
         sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
         if sudo is not None:

@@ -91,3 +91,24 @@ def forward_logits(model: nn.Module, x: torch.Tensor, prep=None, batch_size: int
         xb = x[i:i + batch_size].to(device)
         out.append(model(prep(xb) if prep is not None else xb).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def forward_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Penultimate features of `model` on `x`: the input of its last nn.Linear, batched, in eval mode."""
+    model.eval()
+    seen: list[torch.Tensor] = []
+    hook = last_linear(model).register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().float().cpu()))
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size].to(device))
+    finally:
+        hook.remove()
+    return torch.cat(seen) if seen else torch.empty(0)
+
+
+def last_layer_head(model: nn.Module) -> nn.Module:
+    """The model's last nn.Linear alone (a copy), fed with penultimate features: what last-layer Laplace needs."""
+    import copy
+    return nn.Sequential(nn.Identity(), copy.deepcopy(last_linear(model)))

@@ -49,7 +49,7 @@ class PoolSpec:
 def part_spec(study: Study, part: str) -> PoolSpec:
     """A split part (members or non-members of target / shadow) as a pool."""
     return PoolSpec(part, "split", study.part_pool(part),
-                    lambda: (study.inputs(part)[0], study.splits_labels(part)))
+                    lambda: (study.inputs(part)[0], study.labels(part)))
 
 
 def _heldout_raw(study: Study) -> tuple[torch.Tensor, np.ndarray]:
@@ -62,38 +62,71 @@ def _heldout_raw(study: Study) -> tuple[torch.Tensor, np.ndarray]:
 # ------------------------------------------------------------------------------------------------ GAN
 
 def gan_config(study: Study) -> dict[str, Any]:
-    """What identifies the study's GAN: its architecture, the generator split, the GAN settings, the seed."""
+    """What identifies the study's GAN: its architecture, the generator split, the GAN settings, the seed.
+
+    The `generator` split and the profile's `seed` are the same for every seed of a multi-seed run, so
+    the GAN is trained once per profile and no seed's fakes come from another seed's members.
+    """
     g = study.profile.ood.gan
     return {"generator_part": study.part_pool("generator"), "arch": generate.ARCH, "epochs": g.epochs, "batch_size": g.batch_size,
-            "latent_dim": g.latent_dim, "time_budget_s": g.time_budget_s, "seed": study.seed}
+            "latent_dim": g.latent_dim, "time_budget_s": g.time_budget_s, "seed": study.profile.seed}
 
 
 def gan_folder(study: Study) -> Path:
-    """outputs/<profile>/generated/gan_<key>: the PNG files of the generated non-members."""
+    """outputs/<profile>/generated/gan_<key>_<n>: the PNG files of the generated non-members (all seeds)."""
     key = study.store.path("gan", gan_config(study)).stem
-    return study.dir / "generated" / f"gan_{key}_{study.profile.ood.gan.n_images}"
+    return study.base / "generated" / f"gan_{key}_{study.profile.ood.gan.n_images}"
+
+
+@dataclass
+class GanJob:
+    """The GAN as an engine job: its config and the generator split's images."""
+
+    name: str
+    config: dict[str, Any]
+    raw: torch.Tensor  # uint8 generator-split images
+    labels: np.ndarray
+    n_classes: int
+    channels: int
+    size: int
+    device: str = "cpu"
+
+    def __call__(self) -> dict[str, Any]:
+        c = self.config
+        gen, hist = generate.train_gan(self.raw.float() / 255.0, self.labels, self.n_classes, epochs=c["epochs"],
+                                       batch_size=c["batch_size"], latent_dim=c["latent_dim"], seed=c["seed"],
+                                       time_budget_s=c["time_budget_s"], device=self.device, progress=False)
+        return {"state_dict": gen.state_dict(), "history": hist,
+                "shape": {"latent_dim": gen.latent_dim, "n_classes": self.n_classes, "channels": self.channels,
+                          "size": self.size}}
+
+
+def missing_gan(study: Study) -> list[tuple[GanJob, Callable[[Any], None]]]:
+    """The GAN's training job when the profile generates fakes and the store lacks it (else nothing)."""
+    if study.profile.ood.gan.n_images == 0:
+        return []
+    cfg = gan_config(study)
+    if study.store.has("gan", cfg):
+        return []
+    x, y = study.part("generator")
+    job = GanJob("GAN", cfg, x, y.numpy(), study.info.n_classes, study.info.channels, study.info.size,
+                 str(study.device))
+    return [(job, lambda record: study.store.put("gan", cfg, record))]
 
 
 def make_fakes(study: Study) -> tuple[Path, dict[str, Any]]:
     """Train (or load) the class-conditional GAN on the `generator` split and save its samples as PNGs."""
+    from .trained import run_missing
     g = study.profile.ood.gan
     if g.n_images == 0:
         raise ConfigError("ood.gan.n_images: 0, so this profile generates no fake images")
     cfg = gan_config(study)
-
-    def train() -> dict[str, Any]:
-        x, y = study.part("generator")
-        gen, hist = generate.train_gan(x.float() / 255.0, y.numpy(), study.info.n_classes, epochs=g.epochs,
-                                       batch_size=g.batch_size, latent_dim=g.latent_dim, seed=study.seed,
-                                       time_budget_s=g.time_budget_s, device=str(study.device))
-        return {"state_dict": gen.state_dict(), "history": hist,
-                "shape": {"latent_dim": gen.latent_dim, "n_classes": study.info.n_classes,
-                          "channels": study.info.channels, "size": study.info.size}}
-    record = study.store.get_or_make("gan", cfg, train)
+    run_missing(missing_gan(study), study.profile.engine, desc="GAN")
+    record = study.store.get("gan", cfg)
     folder = gan_folder(study)
     if not (folder / generate.MANIFEST).is_file():
         gen = load_generator(record)
-        raw, labels = generate.sample(gen, g.n_images, study.info.n_classes, seed=study.seed + 1)
+        raw, labels = generate.sample(gen, g.n_images, study.info.n_classes, seed=study.profile.seed + 1)
         generate.save_pngs(raw, labels, folder)
     return folder, record
 
@@ -128,7 +161,7 @@ def _resize_raw(x_uint8: torch.Tensor, size: int, channels: int) -> torch.Tensor
 
 def _extra_dataset(study: Study, name: str) -> tuple[torch.Tensor, np.ndarray]:
     """Another dataset (CIFAR-100, SVHN, STL-10, Stanford Dogs, AFHQ) as model input at the study's size."""
-    from .study import REPO_ROOT
+    from . import REPO_ROOT
     p = study.profile
     root = data_mod.data_root(p, REPO_ROOT)
     if name == "cifar100":
@@ -140,7 +173,8 @@ def _extra_dataset(study: Study, name: str) -> tuple[torch.Tensor, np.ndarray]:
     elif name == "stl10":
         x, y = data_mod.load_stl10(root, p.data.download)
     elif name == "stanford_dogs":
-        x, y, _ = data_mod.read_image_folder(data_mod.stanford_dogs_dir(root), study.info.size, 3, labelled=False)
+        x, y, _ = data_mod.read_image_folder(data_mod.stanford_dogs_dir(root), study.info.size, 3, labelled=False,
+                                             key="ood.extra_datasets")
     elif name.startswith("afhq_"):
         if not p.ood.afhq_root:
             raise ConfigError(f"ood.afhq_root: needed for {name}; name the AFHQ folder with cat/ dog/ wild/")
@@ -161,7 +195,7 @@ def _unlabelled_folder(study: Study, folder: Path) -> tuple[torch.Tensor, np.nda
 
 
 def _fake_folder(study: Study) -> tuple[torch.Tensor, np.ndarray]:
-    from .study import REPO_ROOT
+    from . import REPO_ROOT
     return _unlabelled_folder(study, data_mod.resolve(study.profile.ood.fake_folder, REPO_ROOT))
 
 
@@ -175,7 +209,7 @@ def pool_specs(study: Study) -> dict[str, PoolSpec]:
     info = study.info
     specs: dict[str, PoolSpec] = {}
     specs["heldout"] = PoolSpec("heldout", "in distribution", study.part_pool("target_heldout"),
-                                lambda: (study.inputs("target_heldout")[0], study.splits_labels("target_heldout")))
+                                lambda: (study.inputs("target_heldout")[0], study.labels("target_heldout")))
     for name in pools.pool_names(p.ood.corruption_severities):
         if name == "heldout":
             continue

@@ -17,7 +17,7 @@ from pathlib import Path
 from .config import ConfigError, Profile, load_profile, seeds_of
 from .paths import OutsideRootError, inside
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from . import REPO_ROOT
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NB_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
 
@@ -64,10 +64,38 @@ def execute(notebook: Path, out: Path, params: dict, cwd: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ["MIA_NB_HEADLESS"] = "1"  # the kernel inherits it: widgets are skipped, static figures stay
     pm.execute_notebook(str(notebook), str(out), parameters=params, cwd=str(cwd), kernel_name="python3",
-                        progress_bar=False, log_output=False)
+                        progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGS)
 
 
+# the kernel logs only critical messages: no "running over TCP without encryption" warning per notebook and
+# no "KeyboardInterrupt caught" line when it is shut down (cell errors still reach the runner)
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 SUMMARY_FROM = 8  # notebooks numbered from here on summarise a run (once, over all seeds)
+TRAIN_BEFORE = 2  # after the notebooks before this one (data prep) ran for every seed, the runner trains
+
+
+def train_models(profile: Profile, outputs_root: Path, seeds: tuple[int, ...], quiet: bool = False) -> int:
+    """Train every model the per-seed notebooks will ask for (all seeds, and the GAN) in one engine call.
+
+    The notebooks then load them from the store; one bar shows models done / total and the ETA.
+    Seeds whose splits are not drawn yet are skipped (their notebooks train what they need).
+    Returns the number of jobs run.
+    """
+    from . import ood, trained, variants
+    from .data import assert_same_shared_parts
+    from .study import Study
+    studies = [Study(profile, outputs_root, seed) for seed in seeds]
+    studies = [st for st in studies if (st.dir / "data" / "splits.npz").is_file()]
+    if not studies:
+        return 0
+    assert_same_shared_parts({st.seed: st.splits for st in studies})
+    models = [item for st in studies for item in trained.missing(st, variants.all_model_requests(st))]
+    models.sort(key=lambda item: not item[0].config.get("dp"))  # the slowest jobs first
+    items = ood.missing_gan(studies[0]) + models
+    if items and not quiet:
+        print(f"training {len(items)} models through the engine ({profile.engine.backend})", flush=True)
+    trained.run_missing(items, profile.engine, desc="models", progress=not quiet)
+    return len(items)
 
 
 def run_study(params_file: str | Path, only: str | None = None, outputs_root: str | Path | None = None,
@@ -80,19 +108,27 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     import papermill as pm
     params_file = Path(params_file).resolve()
     profile = load_profile(params_file)
+    notebooks = select(list_notebooks(notebook_dir), only)
+    from .engine import check_ray
+    check_ray(profile.engine)
     preflight(profile)
     outputs_root = Path(outputs_root).resolve() if outputs_root else REPO_ROOT / "outputs"
     if outputs_root.exists() and not outputs_root.is_dir():
         raise ConfigError(f"--outputs: {outputs_root} is a file, got {str(outputs_root)!r} (name a folder)")
-    notebooks = select(list_notebooks(notebook_dir), only)
     per_seed = [nb for nb in notebooks if int(nb.name[:2]) < SUMMARY_FROM]
     summary = [nb for nb in notebooks if int(nb.name[:2]) >= SUMMARY_FROM]
     seeds = seeds_of(profile)
     base = inside(outputs_root, profile.name)  # the name is checked at load; this guards the guard
-    jobs = [(nb, seed, base / f"seed_{seed}" if len(seeds) > 1 else base) for seed in seeds for nb in per_seed]
+    first = [nb for nb in per_seed if int(nb.name[:2]) < TRAIN_BEFORE]
+    later = [nb for nb in per_seed if int(nb.name[:2]) >= TRAIN_BEFORE]
+    run_dir = {seed: base / f"seed_{seed}" if len(seeds) > 1 else base for seed in seeds}
+    jobs = [(nb, seed, run_dir[seed]) for seed in seeds for nb in first]
+    jobs += [(nb, seed, run_dir[seed]) for seed in seeds for nb in later]
     jobs += [(nb, -1, base) for nb in summary]
     done: list[Path] = []
     for i, (nb, seed, run_dir) in enumerate(jobs):
+        if later and nb == later[0] and seed == seeds[0]:
+            train_models(profile, outputs_root, seeds, quiet)
         if summary and nb == summary[0] and len(seeds) > 1:
             from .results import aggregate_seed_tables
             aggregate_seed_tables(base / "results", seeds)

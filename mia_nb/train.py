@@ -34,6 +34,14 @@ def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, batches_per_epoch: int) -> Any:
+    """The profile's learning-rate schedule, stepped once per batch (None for a constant rate)."""
+    if cfg.schedule == "constant":
+        return None
+    steps = cfg.epochs * max(1, batches_per_epoch)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+
+
 def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep: Prep, device: torch.device) -> float:
     """Top-1 accuracy of `model` on (x, y)."""
     if len(y) == 0:
@@ -46,7 +54,8 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
                 prep: Prep = None, augment: Prep = None, x_eval: torch.Tensor | None = None,
                 y_eval: torch.Tensor | None = None, device: torch.device | str = "cpu",
                 desc: str = "train", optimizer: torch.optim.Optimizer | None = None,
-                loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, list[float]]:
+                loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                progress: bool = True) -> dict[str, list[float]]:
     """Train in place on in-memory tensors; one tqdm bar over epochs; return the per-epoch history.
 
     `prep` maps a stored batch (e.g. uint8) to model input, `augment` is applied before it.
@@ -64,10 +73,11 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = optimizer or make_optimizer(model.parameters(), cfg)
+    scheduler = make_scheduler(opt, cfg, len(loader) if loader is not None else -(-len(y) // cfg.batch_size))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     gen = torch.Generator().manual_seed(seed)
     hist: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "heldout_acc", "seconds")}
-    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch")
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
@@ -90,6 +100,8 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
             loss = loss_fn(out, yb)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             total_loss += float(loss.detach()) * len(yb)
             correct += int((out.detach().argmax(1) == yb).sum())
             seen += len(yb)

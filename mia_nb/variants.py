@@ -13,17 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import calibration
+from . import calibration, trained
 from .evaluate import evaluate_attacks, fit_attacks
+from .models import last_layer_head
 from .metrics import accuracy, ece, mmps, nll, overconfidence_error
 from .ood import PoolSpec, part_spec
-from .scores import Outputs, log_softmax, softmax
+from .scores import Outputs, cached_logits, log_softmax, softmax
 from .store import config_key
 
 if TYPE_CHECKING:
-    from .study import Study, TrainedModel
+    from .study import Study
+    from .trained import TrainedModel
 
 ROLES = ("target", "shadow")
 
@@ -44,30 +47,47 @@ class Variant:
         """Probabilities of the variant's `role` model on a pool (cached)."""
         tm = self.models[role]
         if self.laplace is None:
-            logits = study.logits(tm, spec.config, lambda: spec.build()[0])
-            return softmax(logits, self.temperature[role])
+            return softmax(model_logits(study, tm, spec), self.temperature[role])
         llla = study.profile.calibration.llla
         cfg = {"laplace": self.laplace_keys[role], "pool": spec.config, "link": llla.link,
                "n_samples": llla.n_samples, "seed": study.seed}
         return study.store.get_or_make("llla_probs", cfg, lambda: calibration.llla_predict(
-            self.laplace[role], spec.build()[0].to(study.device), link=llla.link, n_samples=llla.n_samples,
-            seed=study.seed))
+            self.laplace[role], torch.as_tensor(model_features(study, tm, spec)), link=llla.link,
+            n_samples=llla.n_samples, seed=study.seed))
 
     def outputs(self, study: Study, role: str, spec: PoolSpec) -> Outputs:
         """Probabilities (and exact log-probabilities where logits exist) and labels on a pool."""
         labels = study.store.get_or_make("labels", spec.config, spec.labels)
         if self.laplace is None:
-            logits = study.logits(self.models[role], spec.config, lambda: spec.build()[0])
+            logits = model_logits(study, self.models[role], spec)
             t = self.temperature[role]
             return Outputs(softmax(logits, t), labels, log_softmax(logits, t))
         return Outputs(self.probs(study, role, spec), labels)
+
+
+def model_logits(study: Study, tm: TrainedModel, spec: PoolSpec) -> np.ndarray:
+    """Logits of one model on a pool: from the store, or one forward pass (then stored)."""
+    from .models import forward_logits
+    return cached_logits(study.store, tm.key, spec.config,
+                         lambda: forward_logits(tm.model, spec.build()[0], device=study.device))
+
+
+def model_features(study: Study, tm: TrainedModel, spec: PoolSpec) -> np.ndarray:
+    """Penultimate features of one model on a pool (the input of its last layer), cached like logits.
+
+    Last-layer Laplace only needs these: it is fitted and evaluated on them through `last_layer_head`,
+    so the convolutional part runs once per (model, pool), not once per Laplace prediction.
+    """
+    from .models import forward_features
+    return study.store.get_or_make("features", {"model": tm.key, **spec.config},
+                                   lambda: forward_features(tm.model, spec.build()[0], device=study.device).numpy())
 
 
 # ------------------------------------------------------------------------------------ constructors
 
 def vanilla(study: Study) -> Variant:
     """The profile's target and shadow."""
-    return Variant("vanilla", "vanilla", {r: study.trained(r) for r in ROLES})
+    return Variant("vanilla", "vanilla", dict(zip(ROLES, trained.ensure(study, pair_requests(study, "vanilla")))))
 
 
 def with_temperature(study: Study, t: float, name: str | None = None) -> Variant:
@@ -80,38 +100,86 @@ def fitted_temperature(study: Study) -> Variant:
     """Temperature scaling fitted by NLL on the `calibration` split, for target and shadow each."""
     base = vanilla(study)
     cal = part_spec(study, "calibration")
-    temps = {r: calibration.fit_temperature(study.logits(base.models[r], cal.config, lambda: cal.build()[0]),
-                                            study.splits_labels("calibration")) for r in ROLES}
+    temps = {r: calibration.fit_temperature(model_logits(study, base.models[r], cal), study.labels("calibration"))
+             for r in ROLES}
     return Variant("temp_fitted", "temperature", base.models, temps, info={"fitted_on": "calibration"})
 
 
-def retrained(study: Study, name: str, family: str, dp: dict[str, float] | None = None,
-              **train_changes: Any) -> Variant:
-    """A target + shadow pair retrained with changed training settings (label smoothing, L2) or DP-SGD."""
-    train = dataclasses.replace(study.profile.train, **train_changes)
-    models = {r: study.trained(r, name, train, dp=dp) for r in ROLES}
-    return Variant(name, family, models)
+@dataclass(frozen=True)
+class Retrained:
+    """A retrained variant's recipe: its name, family, numeric strength and changed training settings."""
+
+    name: str
+    family: str
+    strength: float
+    train_changes: dict[str, Any] = field(default_factory=dict)
+    dp: dict[str, float] | None = None
+
+
+def label_smoothing_recipe(eps: float) -> Retrained:
+    """Retrained with label smoothing ε."""
+    return Retrained(f"ls_{eps:g}", "label_smoothing", float(eps), {"label_smoothing": float(eps)})
+
+
+def weight_decay_recipe(wd: float) -> Retrained:
+    """Retrained with L2 regularisation (Adam weight decay)."""
+    return Retrained(f"l2_{wd:g}", "weight_decay", float(wd), {"weight_decay": float(wd)})
+
+
+def dp_recipe(study: Study, epsilon: float) -> Retrained:
+    """Retrained with DP-SGD (Opacus) at budget (ε, δ = 1/n_train)."""
+    d = study.profile.defenses
+    n = len(study.splits["target_train"])
+    changes = {"epochs": d.dp_epochs} if d.dp_epochs else {}
+    return Retrained(f"dp_{epsilon:g}", "dp", float(epsilon), changes,
+                     {"epsilon": float(epsilon), "delta": 1.0 / n, "max_grad_norm": d.dp_max_grad_norm})
+
+
+def pair_requests(study: Study, name: str, recipe: Retrained | None = None) -> list[trained.ModelRequest]:
+    """The target and shadow model requests of a variant (vanilla when `recipe` is None)."""
+    train = dataclasses.replace(study.profile.train, **recipe.train_changes) if recipe else None
+    return [trained.ModelRequest(r, name, train, recipe.dp if recipe else None) for r in ROLES]
+
+
+def retrained(study: Study, recipes: list[Retrained]) -> dict[str, Variant]:
+    """Target + shadow pairs of several retrained variants, missing models trained together by the engine."""
+    requests = [req for rc in recipes for req in pair_requests(study, rc.name, rc)]
+    models = trained.ensure(study, requests)
+    out = {}
+    for i, rc in enumerate(recipes):
+        pair = dict(zip(ROLES, models[2 * i:2 * i + 2]))
+        v = Variant(rc.name, rc.family, pair, info={"strength": rc.strength})
+        if rc.dp:
+            v.info["dp_epsilon_spent"] = {r: pair[r].metrics.get("dp_epsilon") for r in ROLES}
+        out[rc.name] = v
+    return out
 
 
 def label_smoothing(study: Study, eps: float) -> Variant:
     """Retrained with label smoothing ε."""
-    return retrained(study, f"ls_{eps:g}", "label_smoothing", label_smoothing=eps)
+    return retrained(study, [label_smoothing_recipe(eps)])[f"ls_{eps:g}"]
 
 
 def weight_decay(study: Study, wd: float) -> Variant:
     """Retrained with L2 regularisation (Adam weight decay)."""
-    return retrained(study, f"l2_{wd:g}", "weight_decay", weight_decay=wd)
+    return retrained(study, [weight_decay_recipe(wd)])[f"l2_{wd:g}"]
 
 
 def dp_sgd(study: Study, epsilon: float) -> Variant:
     """Retrained with DP-SGD (Opacus) at budget (ε, δ = 1/n_train)."""
-    d = study.profile.defenses
-    n = len(study.splits["target_train"])
-    train_changes = {"epochs": d.dp_epochs} if d.dp_epochs else {}
-    v = retrained(study, f"dp_{epsilon:g}", "dp", dp={"epsilon": float(epsilon), "delta": 1.0 / n,
-                                                      "max_grad_norm": d.dp_max_grad_norm}, **train_changes)
-    v.info["dp_epsilon_spent"] = {r: v.models[r].metrics.get("dp_epsilon") for r in ROLES}
-    return v
+    return retrained(study, [dp_recipe(study, epsilon)])[f"dp_{epsilon:g}"]
+
+
+def profile_recipes(study: Study) -> list[Retrained]:
+    """Every retrained variant the profile asks for (notebooks 06 and 07), in notebook order."""
+    cal, d = study.profile.calibration, study.profile.defenses
+    return ([label_smoothing_recipe(e) for e in cal.label_smoothing] + [weight_decay_recipe(w) for w in d.weight_decay]
+            + [dp_recipe(study, e) for e in d.dp_epsilons])
+
+
+def all_model_requests(study: Study) -> list[trained.ModelRequest]:
+    """Every model one seed of the profile trains: the vanilla pair and every retrained pair."""
+    return pair_requests(study, "vanilla") + [r for rc in profile_recipes(study) for r in pair_requests(study, rc.name, rc)]
 
 
 def llla(study: Study) -> Variant:
@@ -123,20 +191,20 @@ def llla(study: Study) -> Variant:
     meta: dict[str, dict[str, Any]] = {}
     for role in ROLES:
         tm = base.models[role]
-        config = {"model": tm.key, **dataclasses.asdict(cfg), "seed": study.seed}
+        config = {"model": tm.key, **dataclasses.asdict(cfg), "seed": study.seed, "fitted_on": "features"}
         keys[role] = config_key("laplace", config)
-        model = tm.model.to(study.device)
+        model = last_layer_head(tm.model).to(study.device)
         state = study.store.get("laplace", config)
         if state is not None:
             results[role] = calibration.load_llla(model, state["llla"])
             meta[role] = state["meta"]
             continue
-        x, y = study.inputs(f"{role}_train")
-        train_loader = DataLoader(TensorDataset(x, y), batch_size=256)
-        calib = None
-        if cfg.prior == "grid":
-            xc, yc = study.inputs("calibration")
-            calib = DataLoader(TensorDataset(xc, yc), batch_size=256)
+
+        def loader(part: str, tm: TrainedModel = tm) -> DataLoader:
+            feats = torch.as_tensor(model_features(study, tm, part_spec(study, part)))
+            return DataLoader(TensorDataset(feats, torch.as_tensor(study.labels(part))), batch_size=256)
+        train_loader = loader(f"{role}_train")
+        calib = loader("calibration") if cfg.prior == "grid" else None
         res = calibration.fit_llla(model, train_loader, hessian_structure=cfg.hessian_structure,
                                    prior=cfg.prior, calib_loader=calib, link=cfg.link,
                                    n_samples=cfg.n_samples, seed=study.seed,

@@ -35,3 +35,24 @@ def smoke_run(tmp_path_factory):
                            "--outputs", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out / "smoke"
+
+
+TINY_PROFILE = {
+    "name": "tiny", "seed": 3, "device": "cpu",
+    "splits": {"target_train": 64, "target_heldout": 64, "shadow_train": 64, "shadow_heldout": 64,
+               "calibration": 40, "generator": 0},
+    "train": {"epochs": 1, "batch_size": 32},
+    "attacks": {"n_boot": 20, "salem_max_epochs": 5},
+    "ood": {"max_pool_size": 32, "corruption_severities": [1], "gan": {"n_images": 0, "supply_sizes": []}},
+    "engine": {"workers": 1},
+}
+
+
+@pytest.fixture
+def tiny_study(tmp_path):
+    """A real Study on Fashion-MNIST (from data/) with tiny splits drawn and saved; nothing trained yet."""
+    from mia_nb.config import parse_profile
+    from mia_nb.study import Study
+    study = Study(parse_profile(TINY_PROFILE), outputs_root=tmp_path, seed=3)
+    study.make_splits()
+    return study

@@ -163,3 +163,25 @@ def test_fit_llla_rejects_model_without_final_linear(toy):
         C.fit_llla(model, toy["train"], seed=0)
     with pytest.raises(ValueError, match="link"):
         C.llla_predict(toy["model"], toy["x"], link="bridge", seed=0)
+
+
+@pytest.mark.parametrize("prior", ["marglik", "grid"])
+def test_llla_on_cached_features_equals_llla_on_the_whole_model(prior):
+    """Last-layer Laplace depends on the penultimate features only: fitting and predicting through
+    `last_layer_head` on cached features gives the full model's Laplace, prior and probabilities."""
+    from mia_nb.models import SimpleCNN, forward_features, last_layer_head
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = SimpleCNN(1, 28, 10).eval()
+    x, y = torch.randn(96, 1, 28, 28, generator=g), torch.randint(0, 10, (96,), generator=g)
+    xc, yc, xt = x[:32] + 0.5, y[:32], torch.randn(40, 1, 28, 28, generator=g)
+    kw = {"prior": prior, "seed": 0, "link": "probit"}
+    if prior == "grid":
+        kw["grid"] = (-2.0, 2.0, 5)
+    full = C.fit_llla(model, DataLoader(TensorDataset(x, y), batch_size=32),
+                      calib_loader=DataLoader(TensorDataset(xc, yc), batch_size=32) if prior == "grid" else None, **kw)
+    f, fc, ft = (forward_features(model, v) for v in (x, xc, xt))
+    head = C.fit_llla(last_layer_head(model), DataLoader(TensorDataset(f, y), batch_size=32),
+                      calib_loader=DataLoader(TensorDataset(fc, yc), batch_size=32) if prior == "grid" else None, **kw)
+    assert head.prior_precision == pytest.approx(full.prior_precision, rel=1e-4)
+    np.testing.assert_allclose(C.llla_predict(head, ft, seed=0), C.llla_predict(full, xt, seed=0), atol=1e-5)

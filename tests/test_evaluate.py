@@ -7,14 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-import mia_nb.study as study_mod
 from mia_nb import evaluate
 from mia_nb.config import AttacksConfig, parse_profile
-from mia_nb.data import DATASET_INFO, Pool
 from mia_nb.metrics import ATTACK_METRIC_KEYS
-from mia_nb.models import SimpleCNN
 from mia_nb.scores import Outputs, softmax
-from mia_nb.study import Study, TrainedModel
+from mia_nb.study import Study
 
 K = 10
 FAST = AttacksConfig(salem_max_epochs=5, n_boot=20)
@@ -93,59 +90,33 @@ def test_upsert_twice_does_not_duplicate(tmp_path):
     assert list(table.columns) == ATTACKS_CSV_COLUMNS
 
 
-@pytest.fixture
-def tiny_study(tmp_path):
-    """A Study on a temp outputs root with a fake 40-image pool and made-up splits (no dataset read)."""
-    study = Study(parse_profile({"name": "tiny", "device": "cpu"}), outputs_root=tmp_path)
-    g = torch.Generator().manual_seed(0)
-    info = DATASET_INFO["fashion_mnist"]
-    study.__dict__["pool"] = Pool(torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8, generator=g),
-                                  torch.randint(0, 10, (40,), generator=g), info)
-    study.__dict__["splits"] = {"target_train": np.arange(0, 20), "target_heldout": np.arange(20, 40)}
-    torch.manual_seed(0)
-    tm = TrainedModel(SimpleCNN(1, 28, 10).eval(), "target", "vanilla", "model-key-1", {}, {}, {})
-    return study, tm
-
-
 def test_logits_are_computed_once_per_model_and_pool(tiny_study, monkeypatch):
-    study, tm = tiny_study
+    from mia_nb import models as models_mod
+    from mia_nb import trained, variants
+    from mia_nb.ood import part_spec
+    study = tiny_study
+    target, shadow = trained.ensure(study, variants.pair_requests(study, "vanilla"), progress=False)
     calls = []
-    real = study_mod.forward_logits
+    real = models_mod.forward_logits
 
     def counting(model, x, *args, **kw):
         calls.append(len(x))
         return real(model, x, *args, **kw)
 
-    monkeypatch.setattr(study_mod, "forward_logits", counting)
-    first = study.part_outputs(tm, "target_train")
-    assert calls == [20]
-    again = study.part_outputs(tm, "target_train")
-    study.part_logits(tm, "target_train")
-    assert calls == [20]  # served from the store: the model did not run again
-    np.testing.assert_array_equal(first.probs, again.probs)
-    np.testing.assert_array_equal(first.labels, study.pool.labels[:20].numpy())
-    study.part_outputs(tm, "target_heldout")  # another pool: one more forward pass
-    assert calls == [20, 20]
-    other = TrainedModel(tm.model, "shadow", "vanilla", "model-key-2", {}, {}, {})
-    study.part_outputs(other, "target_train")  # another model key: one more
-    assert calls == [20, 20, 20]
+    monkeypatch.setattr(models_mod, "forward_logits", counting)
+    spec = part_spec(study, "target_train")
+    first = variants.model_logits(study, target, spec)
+    assert calls == []  # the training job already scored the model's own train and held-out parts
+    cal = part_spec(study, "calibration")
+    variants.model_logits(study, target, cal)
+    assert calls == [40]
+    again = variants.model_logits(study, target, cal)
+    assert calls == [40]  # served from the store: the model did not run again
+    variants.model_logits(study, shadow, cal)  # another model: one more forward pass
+    assert calls == [40, 40]
     # a new Study on the same outputs root finds the cached logits on disk
-    fresh = Study(study.profile, outputs_root=study.base.parent)
-    fresh.__dict__.update(pool=study.pool, splits=study.splits)
-    fresh.part_outputs(tm, "target_train")
-    assert calls == [20, 20, 20]
-
-
-def test_logits_with_explicit_pool_and_callable_input(tiny_study, monkeypatch):
-    study, tm = tiny_study
-    made = []
-
-    def make_x():
-        made.append(1)
-        return torch.randn(7, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-
-    pool = {"pool": "noise", "n": 7, "seed": 1}
-    a = study.logits(tm, pool, make_x)
-    b = study.logits(tm, pool, make_x)
-    assert made == [1] and a.shape == (7, 10) and a.dtype == np.float32
-    np.testing.assert_array_equal(a, b)
+    fresh = Study(study.profile, outputs_root=study.base.parent, seed=study.seed)
+    np.testing.assert_array_equal(variants.model_logits(fresh, target, cal), again)
+    assert calls == [40, 40]
+    # the worker's logits are the loaded model's logits
+    np.testing.assert_allclose(first, real(target.model, study.inputs("target_train")[0]).numpy(), atol=1e-4)

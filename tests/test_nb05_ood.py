@@ -14,56 +14,37 @@ import pytest
 import torch
 
 from mia_nb import evaluate, generate, ood, pools
-from mia_nb.config import GanConfig, OodConfig, Profile
-from mia_nb.data import DatasetInfo
+from mia_nb.config import parse_profile
+from mia_nb.data import DATASET_INFO, DatasetInfo, Pool
 from mia_nb.scores import Outputs
-from mia_nb.store import Store
+from mia_nb.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
 MEMBER_VALUE = 240  # every target_train image is the constant 240/255: easy to spot in any pool
 
 
-class FakeStudy:
-    """The part of Study that ood.pool_specs / make_fakes use, over constant images that encode their split."""
+SIZES = {"target_train": 20, "target_heldout": 20, "shadow_train": 12, "shadow_heldout": 12, "calibration": 8,
+         "generator": 16}
 
-    def __init__(self, root: Path, n_images: int = 0, max_pool_size: int = 8):
-        gan = GanConfig(epochs=1, batch_size=4, latent_dim=4, n_images=n_images, supply_sizes=())
-        self.profile = dataclasses.replace(Profile(name="fake"), ood=OodConfig(
-            corruption_severities=(1, 3), max_pool_size=max_pool_size, gan=gan))
-        self.seed = 0
-        self.info = DatasetInfo("fake", 1, 28, 4, (0.3,), (0.4,), ("a", "b", "c", "d"))
-        sizes = {"target_train": 10, "target_heldout": 12, "shadow_train": 6, "shadow_heldout": 6, "generator": 16}
-        order = np.random.default_rng(0).permutation(sum(sizes.values()))
-        self.splits, start = {}, 0
-        for name, n in sizes.items():
-            self.splits[name] = order[start:start + n]
-            start += n
-        n_all = len(order)
-        values = np.zeros(n_all, np.int64)
-        values[self.splits["target_train"]] = MEMBER_VALUE
-        values[self.splits["target_heldout"]] = 30 + 10 * np.arange(12)  # 30..140, distinct
-        for part in ("shadow_train", "shadow_heldout", "generator"):
-            values[self.splits[part]] = 20
-        self.values = values
-        self.images = torch.as_tensor(values, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).contiguous()
-        self.labels = torch.as_tensor(np.arange(n_all) % 4)
-        self.store = Store(root / "store")
-        self.dir = self.base = root
-        self.device = "cpu"
 
-    def part(self, name):
-        idx = torch.as_tensor(self.splits[name])
-        return self.images[idx], self.labels[idx]
-
-    def part_pool(self, name):
-        return {"pool": name, "indices": self.splits[name].tolist()}
-
-    def inputs(self, name):
-        x, y = self.part(name)
-        return pools.normalize(x.float() / 255.0, self.info.mean, self.info.std), y
-
-    def splits_labels(self, name):
-        return self.labels[torch.as_tensor(self.splits[name])].numpy()
+def constant_study(root: Path, n_images: int = 0, max_pool_size: int = 8) -> Study:
+    """A real Study over constant images that encode their split: every target_train image is 240/255,
+    held-out images 30, 40, ... /255 (distinct), the rest 20/255."""
+    n = sum(SIZES.values())
+    profile = parse_profile({"name": "const", "device": "cpu", "seed": 0, "splits": SIZES,
+                             "ood": {"corruption_severities": [1, 3], "max_pool_size": max_pool_size,
+                                     "gan": {"epochs": 1, "batch_size": 4, "latent_dim": 4, "n_images": n_images,
+                                             "supply_sizes": []}}})
+    pool = Pool(torch.zeros(n, 1, 28, 28, dtype=torch.uint8), torch.as_tensor(np.arange(n) % 4),
+                DATASET_INFO["fashion_mnist"])
+    study = Study(profile, root, seed=0, pool=pool)
+    splits = study.make_splits()
+    values = np.full(n, 20, np.int64)
+    values[splits["target_train"]] = MEMBER_VALUE
+    values[splits["target_heldout"]] = 30 + 10 * np.arange(SIZES["target_heldout"])
+    pool.images[:] = torch.as_tensor(values, dtype=torch.uint8).view(-1, 1, 1, 1)
+    study.values = values
+    return study
 
 
 def _to_raw(name: str, x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
@@ -75,7 +56,7 @@ def _to_raw(name: str, x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 
 
 def test_heldout_derived_pools_come_from_target_heldout_only(tmp_path):
-    study = FakeStudy(tmp_path)
+    study = constant_study(tmp_path)
     specs = ood.pool_specs(study)
     assert list(specs)[0] == "heldout" and "gan" not in specs
     heldout_values = study.values[study.splits["target_heldout"]]
@@ -90,13 +71,13 @@ def test_heldout_derived_pools_come_from_target_heldout_only(tmp_path):
             assert (y == -1).all()
             continue
         expected = heldout_values if name == "heldout" else heldout_values[:n_derived]
-        assert np.array_equal(y, study.splits_labels("target_heldout")[:len(expected)]), name
+        assert np.array_equal(y, study.labels("target_heldout")[:len(expected)]), name
         tol = 0.1 if name.startswith("noise") else 1e-3
         assert np.allclose(per_image * 255.0, expected, atol=tol * 255), name
 
 
 def test_make_fakes_trains_on_the_generator_split_only(tmp_path, monkeypatch):
-    study = FakeStudy(tmp_path, n_images=8)
+    study = constant_study(tmp_path, n_images=8)
     seen = {"calls": 0}
 
     def fake_train(raw, labels, n_classes, **kw):
@@ -110,9 +91,9 @@ def test_make_fakes_trains_on_the_generator_split_only(tmp_path, monkeypatch):
     gen_x, gen_y = study.part("generator")
     assert torch.equal(seen["raw"], gen_x.float() / 255.0)
     assert np.array_equal(seen["labels"], gen_y.numpy())
-    assert len(list(folder.glob("*.png"))) == 8 and folder.parent == tmp_path / "generated"
+    assert len(list(folder.glob("*.png"))) == 8 and folder.parent == tmp_path / "const" / "generated"
     x, y = ood.pool_specs(study)["gan"].build()
-    assert x.shape == (8, 1, 28, 28) and np.array_equal(y, np.arange(8) % 4)
+    assert x.shape == (8, 1, 28, 28) and np.array_equal(y, np.arange(8) % 10)
     ood.make_fakes(study)                                    # second call: from the store, no training
     assert seen["calls"] == 1
 

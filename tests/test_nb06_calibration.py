@@ -4,7 +4,7 @@ wrapper in test_calibration.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,98 +12,56 @@ import pandas as pd
 import pytest
 
 from mia_nb import tradeoff, variants
-from mia_nb.config import AttacksConfig, Profile
-from mia_nb.ood import PoolSpec
+from mia_nb.ood import part_spec
 
 REPO = Path(__file__).resolve().parents[1]
-K = 4
-PARTS = ("target_train", "target_heldout", "shadow_train", "shadow_heldout")
-MEMBER_SCALE = {"target_train": 4.0, "shadow_train": 4.0}  # members get sharper logits than non-members
-
-
-@dataclass
-class _Model:
-    key: str
-
-
-class _NoStore:
-    """A store that keeps nothing: every get_or_make computes."""
-
-    def get_or_make(self, kind: str, config: dict, make):
-        return make()
-
-
-class FakeStudy:
-    """The slice of `Study` that variants.{vanilla, with_temperature, attack_rows, model_row} use,
-    serving fixed synthetic logits (multiplied by `scale`) instead of models."""
-
-    def __init__(self, scale: float = 1.0, n: int = 120, seed: int = 0):
-        self.profile = Profile(attacks=AttacksConfig(n_boot=20, salem_max_epochs=5))
-        self.seed = 0
-        self.store = _NoStore()
-        rng = np.random.default_rng(seed)
-        self._labels, self._logits = {}, {}
-        for pool in (*PARTS, "noise"):
-            y = rng.integers(0, K, n)
-            z = rng.normal(0.0, 1.0, (n, K))
-            z[np.arange(n), y] += MEMBER_SCALE.get(pool, 1.5) * rng.uniform(0.2, 1.0, n)
-            self._labels[pool] = y if pool != "noise" else np.full(n, -1)
-            for role in ("target", "shadow"):
-                self._logits[(role, pool)] = (scale * (z + (0.3 if role == "shadow" else 0.0))).astype(np.float32)
-
-    def trained(self, role: str, *args, **kw) -> _Model:
-        return _Model(role)
-
-    def part_pool(self, part: str) -> dict:
-        return {"pool": part}
-
-    def inputs(self, part: str):
-        return None, None
-
-    def splits_labels(self, part: str) -> np.ndarray:
-        return self._labels[part]
-
-    def logits(self, tm: _Model, pool: dict, x, prep=None) -> np.ndarray:
-        return self._logits[(tm.key, pool["pool"])]
-
-    def pools(self) -> dict[str, PoolSpec]:
-        return {name: PoolSpec(name, "test", {"pool": name}, lambda name=name: (None, self._labels[name]))
-                for name in ("target_heldout", "noise")}
-
-
+K = 4  # classes of the synthetic outputs in the figure tests
 SCORE_FREE = ["variant", "attack", "nonmember_set", "n_members", "n_nonmembers"]
+PARTS = ("target_train", "target_heldout", "shadow_train", "shadow_heldout", "calibration")
+
+
+def _pools(study) -> dict:
+    return {"heldout": part_spec(study, "target_heldout"), "calibration": part_spec(study, "calibration")}
 
 
 @pytest.mark.parametrize("t", [0.5, 3.0])
-def test_fixed_temperature_keeps_every_argmax_and_the_accuracy(t):
-    study = FakeStudy()
+def test_fixed_temperature_keeps_every_argmax_and_the_accuracy(tiny_study, t):
+    study = tiny_study
     van, hot = variants.vanilla(study), variants.with_temperature(study, t)
     assert hot.name == f"temp_{t:g}" and hot.temperature == {"target": t, "shadow": t}
     for role in ("target", "shadow"):
-        for name, spec in study.pools().items():
+        for name, spec in _pools(study).items():
             p0, p1 = van.probs(study, role, spec), hot.probs(study, role, spec)
             np.testing.assert_array_equal(p0.argmax(1), p1.argmax(1))
-            np.testing.assert_allclose(p1.sum(1), 1.0)
+            np.testing.assert_allclose(p1.sum(1), 1.0, rtol=1e-6)
             assert not np.allclose(p0, p1)
     m0, m1 = variants.model_row(study, van), variants.model_row(study, hot)
     assert m1["heldout_acc"] == m0["heldout_acc"] and m1["train_acc"] == m0["train_acc"]
     assert m1["ece"] != m0["ece"] and m1["temperature_target"] == t
 
 
-def test_temperature_acts_on_attack_rows_only_through_the_scores():
+def test_temperature_acts_on_attack_rows_only_through_the_scores(tiny_study):
     """T applied to logits·T is vanilla on the logits, row for row; T on the same logits changes scores only."""
+    study = tiny_study
     t = 4.0  # a power of two, so logits·T/T is exact in floating point
-    base, scaled = FakeStudy(), FakeStudy(scale=t)
-    rows0, _ = variants.attack_rows(base, variants.vanilla(base), base.pools())
-    rows_scaled, _ = variants.attack_rows(scaled, variants.with_temperature(scaled, t), scaled.pools())
+    base = variants.vanilla(study)
+    pools = _pools(study)
+    scaled = {}
+    for role, tm in base.models.items():  # the same models with every cached logit multiplied by T
+        scaled[role] = dataclasses.replace(tm, key=f"{tm.key}-times-{t:g}")
+        for spec in [*pools.values(), *(part_spec(study, p) for p in PARTS)]:
+            logits = variants.model_logits(study, tm, spec)
+            study.store.put("logits", {"model": scaled[role].key, **spec.config}, (logits * t).astype(np.float32))
+    rows0, _ = variants.attack_rows(study, base, pools)
+    hot_scaled = variants.Variant("scaled", "temperature", scaled, {"target": t, "shadow": t})
+    rows_scaled, _ = variants.attack_rows(study, hot_scaled, pools)
     pd.testing.assert_frame_equal(rows0.drop(columns="variant"), rows_scaled.drop(columns="variant"))
 
-    rows_t, _ = variants.attack_rows(base, variants.with_temperature(base, t), base.pools())
+    rows_t, _ = variants.attack_rows(study, variants.with_temperature(study, t), pools)
     assert set(rows_t["variant"]) == {"temp_4"}
     pd.testing.assert_frame_equal(rows0[SCORE_FREE[1:]], rows_t[SCORE_FREE[1:]])
     thr = rows0["attack"] == "threshold"
     assert not np.allclose(rows0.loc[thr, "threshold"], rows_t.loc[thr, "threshold"])
-    assert not np.allclose(rows0["mmps_tn"].fillna(-1), rows_t["mmps_tn"].fillna(-1))
 
 
 # ------------------------------------------------------------------------------------- trade-off tables
