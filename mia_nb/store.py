@@ -1,9 +1,12 @@
 """Content-addressed artifact store and atomic file writes.
 
-An artifact is one file holding the JSON-able config that made it and its payload, saved under
-`<root>/<kind>/<key>.pt` where key = hash of (kind, config). Files are written to a temporary
-name in the same folder and renamed into place, so a killed run never leaves a file that a later
-run would load. A file that fails to load anyway (truncated by a full disk, damaged by hand) is
+An artifact is one file holding the JSON-able config that made it, the version of the code that
+made it and its payload, saved under `<root>/<kind>/<key>.pt` where key = hash of (kind, config,
+code version). The code version (`mia_nb.versions.code_version`) hashes the source of the modules
+that make that kind, so a rerun after a code change recomputes the kinds whose code changed and
+loads the rest; `Store(root, versioned=False)` keys by (kind, config) alone. Files are written to a
+temporary name in the same folder and renamed into place, so a killed run never leaves a file that
+a later run would load. A file that fails to load anyway (truncated by a full disk, damaged by hand) is
 moved aside as `<name>.corrupt`, named in one line on stderr, and recomputed: a rerun heals.
 """
 
@@ -20,11 +23,15 @@ from typing import Any, Callable
 import torch
 
 from .paths import inside
+from .versions import code_version
 
 
-def config_key(kind: str, config: dict[str, Any]) -> str:
-    """A short, stable hash of `kind` and a JSON-able config."""
-    blob = json.dumps({"kind": kind, "config": config}, sort_keys=True, default=str)
+def config_key(kind: str, config: dict[str, Any], code: str | None = None) -> str:
+    """A short, stable hash of `kind`, a JSON-able config and (when given) the code version that made it."""
+    key: dict[str, Any] = {"kind": kind, "config": config}
+    if code is not None:
+        key["code"] = code
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -55,14 +62,20 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 class Store:
-    """Artifacts keyed by a hash of the config that made them."""
+    """Artifacts keyed by a hash of the config and (unless `versioned=False`) the code that made them."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, versioned: bool = True):
         self.root = Path(root)
+        self.versioned = versioned
+
+    def code(self, kind: str) -> str | None:
+        """The code version that goes into the keys of `kind` (None when the store is not versioned)."""
+        return code_version(kind) if self.versioned else None
 
     def path(self, kind: str, config: dict[str, Any]) -> Path:
         """Where the artifact of this kind and config lives (whether or not it exists)."""
-        return inside(self.root, Path(kind) / f"{config_key(kind, config)}.pt")
+        inside(self.root, kind)  # a kind that would leave the root fails here, before the version look-up
+        return inside(self.root, Path(kind) / f"{config_key(kind, config, self.code(kind))}.pt")
 
     def has(self, kind: str, config: dict[str, Any]) -> bool:
         """True when a complete artifact exists."""
@@ -95,10 +108,11 @@ class Store:
         return aside
 
     def put(self, kind: str, config: dict[str, Any], payload: Any) -> Path:
-        """Save `payload` atomically under the key of (kind, config)."""
+        """Save `payload` atomically under the key of (kind, config, code version)."""
+        path = self.path(kind, config)
         record = {"kind": kind, "config": json.loads(json.dumps(config, sort_keys=True, default=str)),
-                  "payload": payload}
-        return atomic_write(self.path(kind, config), lambda tmp: torch.save(record, tmp))
+                  "code": self.code(kind), "payload": payload}
+        return atomic_write(path, lambda tmp: torch.save(record, tmp))
 
     def get_or_make(self, kind: str, config: dict[str, Any], make: Callable[[], Any]) -> Any:
         """Load the artifact, or make, store and return it."""

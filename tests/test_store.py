@@ -1,4 +1,4 @@
-"""Content-addressed store: hit, miss, changed config, interrupted writes."""
+"""Content-addressed store: hit, miss, changed config, interrupted writes, code-versioned keys."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mia_nb.store import Store, atomic_write, config_key
+from mia_nb.versions import code_version
 
 
 def test_hit_and_miss(tmp_path):
@@ -42,3 +43,15 @@ def test_interrupted_write_leaves_nothing_loadable(tmp_path):
         atomic_write(store.path("model", cfg), half_written)
     assert not store.has("model", cfg)
     assert list(store.path("model", cfg).parent.iterdir()) == []  # temp file removed too
+
+
+def test_unversioned_store_keeps_the_plain_config_key(tmp_path):
+    cfg = {"epochs": 3}
+    plain, versioned = Store(tmp_path, versioned=False), Store(tmp_path)
+    assert plain.path("model", cfg).stem == config_key("model", cfg)
+    assert versioned.path("model", cfg).stem == config_key("model", cfg, code_version("model")) != config_key("model", cfg)
+    plain.put("model", cfg, 1)
+    assert versioned.get("model", cfg) is None and plain.get("model", cfg) == 1
+    assert torch.load(plain.path("model", cfg), weights_only=False)["code"] is None
+    versioned.put("model", cfg, 2)
+    assert torch.load(versioned.path("model", cfg), weights_only=False)["code"] == code_version("model")
