@@ -196,35 +196,50 @@ def load_stl10(root: Path, download: bool = False) -> tuple[torch.Tensor, torch.
     return torch.as_tensor(d.data[keep], dtype=torch.uint8), torch.as_tensor(labels, dtype=torch.int64)
 
 
-def read_image_folder(path: Path, size: int, channels: int = 3, labelled: bool = True,
-                      key: str = "") -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    """Images of a class-per-subfolder tree (torchvision ImageFolder), resized, as uint8 NCHW.
+def read_image_folder(path: Path, size: int, channels: int = 3, labelled: bool = True, key: str = "",
+                      limit: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """Images of a folder, resized, as uint8 NCHW, their labels and class names.
 
-    Errors are one line naming `key` (the profile key that names the folder) and the folder or file.
+    `labelled`: a class-per-subfolder tree (torchvision ImageFolder); else every image file below
+    `path` (any layout, sorted by path) with label -1. With `limit` below the number of images, a
+    seeded random subset (kept in path order). Errors are one line naming `key` (the profile key that
+    names the folder) and the folder or file.
     """
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
     path = Path(path)
     where = f"{key}: " if key else ""
     if not path.is_dir():
         raise ConfigError(f"{where}{path}: image folder not found")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if labelled:
+        try:
+            ds = ImageFolder(str(path))
+        except (FileNotFoundError, RuntimeError) as err:
+            raise ConfigError(f"{where}no images found in {path} ({str(err).splitlines()[0]})") from None
+        samples, classes = list(ds.samples), tuple(ds.classes)
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        if not files:
+            raise ConfigError(f"{where}no images found in {path} ({'/'.join(IMG_EXTENSIONS)})")
+        samples, classes = [(str(f), -1) for f in files], ()
+    if limit is not None and limit < len(samples):
+        keep = np.sort(np.random.default_rng(seed).choice(len(samples), size=limit, replace=False))
+        samples = [samples[i] for i in keep]
     mode = "L" if channels == 1 else "RGB"
-    tf = transforms.Compose([transforms.Lambda(lambda im: im.convert(mode)),
-                             transforms.Resize((size, size)), transforms.PILToTensor()])
-    try:
-        ds = ImageFolder(str(path), transform=tf)
-    except (FileNotFoundError, RuntimeError) as err:
-        raise ConfigError(f"{where}no images found in {path} ({str(err).splitlines()[0]})") from None
+    tf = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
     from tqdm.auto import tqdm
     xs = []
-    for i in tqdm(range(len(ds)), desc=f"reading {path.name}", leave=False):
+    for file, _ in tqdm(samples, desc=f"reading {path.name}", leave=False):
         try:
-            xs.append(ds[i][0])
+            xs.append(tf(default_loader(file).convert(mode)))
         except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-            raise ConfigError(f"{where}cannot read image {ds.samples[i][0]} ({type(err).__name__}); "
+            raise ConfigError(f"{where}cannot read image {file} ({type(err).__name__}); "
                               f"remove or replace that file") from None
-    labels = torch.as_tensor(ds.targets, dtype=torch.int64) if labelled else torch.full((len(xs),), -1)
-    return torch.stack(xs), labels, tuple(ds.classes)
+    labels = torch.as_tensor([label for _, label in samples], dtype=torch.int64)
+    return torch.stack(xs), labels, classes
 
 
 def stanford_dogs_dir(root: Path) -> Path:

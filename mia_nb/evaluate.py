@@ -32,12 +32,12 @@ def fit_attacks(cfg: AttacksConfig, shadow_members: Outputs, shadow_nonmembers: 
 
 
 def evaluate_attacks(attacks: dict[str, Attack], members: Outputs, pools: dict[str, Outputs], variant: str,
-                     n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0) -> pd.DataFrame:
     """One row per (attack, non-member set): the columns of results/attacks.csv."""
     rows = []
     for pool_name, nonmembers in tqdm(pools.items(), desc=f"evaluating {variant}", unit="pool", leave=False):
         for name, attack in attacks.items():
-            m = attack_metrics(attack, members, nonmembers, n_boot=n_boot, seed=seed)
+            m = attack_metrics(attack, members, nonmembers, seed=seed)
             rows.append({"variant": variant, "attack": name, "nonmember_set": pool_name, **m})
     return pd.DataFrame(rows, columns=RESULT_KEYS + list(ATTACK_METRIC_KEYS))
 

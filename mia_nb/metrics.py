@@ -57,8 +57,8 @@ LOW_FPRS = {"1pct": 0.01, "01pct": 0.001}  # column suffix -> alpha, for tpr_at_
 ATTACK_METRIC_KEYS = (
     "n_members", "n_nonmembers", "threshold", "precision", "recall", "fpr", "accuracy", "auroc", "aupr",
     "fpr_at_95tpr", "balanced_accuracy",
-    "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_lo", "tpr_at_1pct_fpr_hi",
-    "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_lo", "tpr_at_01pct_fpr_hi",
+    "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_lo", "tpr_at_1pct_fpr_hi", "fpr_check_1pct",
+    "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_lo", "tpr_at_01pct_fpr_hi", "fpr_check_01pct",
     "mmps_tp", "mmps_fp", "mmps_fn", "mmps_tn",
 )
 
@@ -102,56 +102,28 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, alpha: float) -> float:
     return float(np.max(tpr[fpr <= alpha]))  # the (0, 0) point always qualifies
 
 
-def _tpr_at_fpr_rows(bm: np.ndarray, bn: np.ndarray, alphas: list[float]) -> np.ndarray:
-    """TPR@alpha for each row of member / non-member score matrices [B, n], shape [len(alphas), B].
-
-    With c allowed false positives, the best ROC point calls member every score strictly above the
-    (c+1)-th largest non-member score, so TPR = mean(member > that score) (1 if c >= n_nonmembers).
-    """
-    n_n = bn.shape[1]
-    cs = [allowed_false_positives(n_n, a) for a in alphas]
-    kth = sorted({n_n - 1 - c for c in cs if c < n_n})
-    part = np.partition(bn, kth, axis=1) if kth else bn
-    out = np.ones((len(alphas), bm.shape[0]))
-    for i, c in enumerate(cs):
-        if c < n_n:
-            cut = part[:, n_n - 1 - c]  # (c+1)-th largest non-member score per row
-            out[i] = (bm > cut[:, None]).mean(axis=1)
-    return out
-
-
-def _tpr_at_fpr_boot(sm: np.ndarray, sn: np.ndarray, alphas: list[float], n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap TPR@alpha, shape [len(alphas), n_boot]; members and non-members both resampled."""
-    rng = np.random.default_rng(seed)
-    bm = sm[rng.integers(0, len(sm), size=(n_boot, len(sm)))]
-    bn = sn[rng.integers(0, len(sn), size=(n_boot, len(sn)))]
-    return _tpr_at_fpr_rows(bm, bn, alphas)
-
-
 def _group_mmps(conf: np.ndarray, mask: np.ndarray) -> float:
     """Mean of conf[mask]; NaN for an empty group."""
     return float(conf[mask].mean()) if mask.any() else float("nan")
 
 
-def attack_metrics(attack, members: Outputs, nonmembers: Outputs, n_boot: int = 200, seed: int = 0) -> dict:
+def attack_metrics(attack, members: Outputs, nonmembers: Outputs, seed: int = 0) -> dict:
     """All per-(attack, non-member set) metrics, keyed as the columns of results/attacks.csv.
 
     Members are positive. Decision metrics (precision, recall, fpr, accuracy, mmps_*) use the
     attack's own `predict`; precision is NaN when nothing is called member, an empty MMPS group is NaN.
     ROC metrics use `attack.score`: auroc / aupr (sklearn roc_auc_score / average_precision_score),
     balanced_accuracy = max over ROC points of (TPR + 1 − FPR)/2, fpr_at_95tpr = smallest FPR with
-    TPR >= 0.95, tpr_at_<a>_fpr = largest TPR with FPR <= a (a = 1% and 0.1%), all read off the full
-    ROC without interpolation. Its *_lo / *_hi are the 2.5 / 97.5 percentiles of `n_boot` seeded
-    bootstrap resamples of both members and non-members.
+    TPR >= 0.95, read off the full ROC without interpolation.
 
-    How much data a low-FPR figure rests on: with n_nonmembers non-members it allows
-    floor(n_nonmembers·a) false positives (`allowed_false_positives`), e.g. 50 at 1% of 5,000 but
-    5 at 0.1%. If n_nonmembers·a < 1, no false positive is allowed and the figure is the TPR at FPR 0.
+    TPR at a low FPR a (1% and 0.1%) must not be tuned on the images that measure it, and a percentile
+    bootstrap is unreliable with a handful of allowed false positives. So the threshold is fixed on a
+    seeded random half of the non-members (`paired.tpr_at_fpr`): tpr_at_<a>_fpr is the share of members
+    above it with its Clopper–Pearson 95% interval (*_lo / *_hi), and fpr_check_<a> the FPR that
+    threshold gives on the other half (close to a when the operating point transfers).
     """
     if not isinstance(members, Outputs) or not isinstance(nonmembers, Outputs):
         raise ValueError("attack_metrics: members and nonmembers must be Outputs")
-    if not (isinstance(n_boot, (int, np.integer)) and n_boot >= 1):
-        raise ValueError(f"attack_metrics: n_boot must be a positive integer, got {n_boot!r}")
     n_m, n_n = len(members), len(nonmembers)
     pm = np.asarray(attack.predict(members), dtype=bool)
     pn = np.asarray(attack.predict(nonmembers), dtype=bool)
@@ -181,13 +153,13 @@ def attack_metrics(attack, members: Outputs, nonmembers: Outputs, n_boot: int = 
         "fpr_at_95tpr": float(np.min(fpr_c[tpr_c >= 0.95])),
         "balanced_accuracy": float(np.max((tpr_c + 1.0 - fpr_c) / 2.0)),
     }
-    alphas = list(LOW_FPRS.values())
-    boot = _tpr_at_fpr_boot(sm, sn, alphas, n_boot, seed)
-    for (suffix, a), b in zip(LOW_FPRS.items(), boot):
-        lo, hi = np.percentile(b, [2.5, 97.5])
-        res[f"tpr_at_{suffix}_fpr"] = tpr_at_fpr(fpr_c, tpr_c, a)
-        res[f"tpr_at_{suffix}_fpr_lo"] = float(lo)
-        res[f"tpr_at_{suffix}_fpr_hi"] = float(hi)
+    from .paired import tpr_at_fpr as split_tpr
+    for suffix, a in LOW_FPRS.items():
+        t = split_tpr(sm, sn, a, seed)
+        res[f"tpr_at_{suffix}_fpr"] = t["tpr"]
+        res[f"tpr_at_{suffix}_fpr_lo"] = t["tpr_lo"]
+        res[f"tpr_at_{suffix}_fpr_hi"] = t["tpr_hi"]
+        res[f"fpr_check_{suffix}"] = t["fpr"]
     res["mmps_tp"] = _group_mmps(conf_m, pm)
     res["mmps_fp"] = _group_mmps(conf_n, pn)
     res["mmps_fn"] = _group_mmps(conf_m, ~pm)

@@ -178,7 +178,8 @@ def _extra_dataset(study: Study, name: str) -> tuple[torch.Tensor, np.ndarray]:
     elif name.startswith("afhq_"):
         if not p.ood.afhq_root:
             raise ConfigError(f"ood.afhq_root: needed for {name}; name the AFHQ folder with cat/ dog/ wild/")
-        return _unlabelled_folder(study, data_mod.resolve(p.ood.afhq_root, REPO_ROOT) / name.split("_", 1)[1])
+        return _unlabelled_folder(study, data_mod.resolve(p.ood.afhq_root, REPO_ROOT) / name.split("_", 1)[1],
+                                  "ood.afhq_root")
     else:
         raise ConfigError(f"ood.extra_datasets: unknown dataset {name!r}")
     n = min(len(x), p.ood.max_pool_size)
@@ -187,16 +188,16 @@ def _extra_dataset(study: Study, name: str) -> tuple[torch.Tensor, np.ndarray]:
     return pools.normalize(raw, study.info.mean, study.info.std), np.asarray(y)[keep].astype(np.int64)
 
 
-def _unlabelled_folder(study: Study, folder: Path) -> tuple[torch.Tensor, np.ndarray]:
+def _unlabelled_folder(study: Study, folder: Path, key: str) -> tuple[torch.Tensor, np.ndarray]:
     """Images of a folder (AFHQ, fakes made elsewhere) as model input at the study's size, labels −1."""
-    raw = pools.load_image_folder(folder, study.info.size, study.info.channels,
-                                  limit=study.profile.ood.max_pool_size, seed=study.seed)
-    return pools.normalize(raw, study.info.mean, study.info.std), np.full(len(raw), -1, np.int64)
+    x, y, _ = data_mod.read_image_folder(folder, study.info.size, study.info.channels, labelled=False, key=key,
+                                         limit=study.profile.ood.max_pool_size, seed=study.seed)
+    return pools.normalize(x.float() / 255.0, study.info.mean, study.info.std), y.numpy()
 
 
 def _fake_folder(study: Study) -> tuple[torch.Tensor, np.ndarray]:
     from . import REPO_ROOT
-    return _unlabelled_folder(study, data_mod.resolve(study.profile.ood.fake_folder, REPO_ROOT))
+    return _unlabelled_folder(study, data_mod.resolve(study.profile.ood.fake_folder, REPO_ROOT), "ood.fake_folder")
 
 
 # -------------------------------------------------------------------------------------- registry
@@ -361,24 +362,3 @@ def fpr_above_reference(rows: pd.DataFrame, reference: str = "heldout") -> tuple
         lines.append(f"{a}: held-out FPR {ref:.3f}; {len(names)} of {len(order) - 1} other pools above it"
                      + (": " + ", ".join(names) if names else ""))
     return fpr, lines
-
-
-def saved_rows_difference(study: Study, rows: pd.DataFrame, variant: str = "vanilla",
-                          pool: str = "heldout") -> float | None:
-    """Largest |difference| of the numeric columns between `rows` and results/attacks.csv for one pool.
-
-    None when attacks.csv holds no rows for (variant, pool) yet (notebook 04 not run).
-    """
-    import pandas as pd
-    path = study.results_dir / "attacks.csv"
-    if not path.is_file():
-        return None
-    old = pd.read_csv(path)
-    old = old[(old.variant == variant) & (old.nonmember_set == pool)].set_index("attack")
-    new = rows[(rows.variant == variant) & (rows.nonmember_set == pool)].set_index("attack")
-    common = new.index.intersection(old.index)
-    if not len(common):
-        return None
-    cols = [c for c in new.columns if c in old.columns and pd.api.types.is_numeric_dtype(new[c])]
-    diff = (new.loc[common, cols].astype(float) - old.loc[common, cols].astype(float)).abs()
-    return float(np.nanmax(diff.to_numpy())) if diff.size else 0.0

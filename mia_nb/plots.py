@@ -99,24 +99,34 @@ def learning_curves(histories: dict[str, dict[str, list[float]]]) -> plt.Figure:
 
 
 def claims_forest(df: "pd.DataFrame") -> plt.Figure:
-    """Each claim's measured value with its 95% interval against its reference, coloured by verdict."""
+    """Each claim's paired 95% interval in units of its own band, claimed direction to the right.
+
+    x = measured / band (negated for '<' claims): the grey zone [−1, 1] is the no-effect band, so a
+    '>'/'<' claim holds when its interval lies right of +1 and fails when it lies left of −1; an
+    equivalence claim ('=') holds inside the band.
+    """
     colours = {"holds": "tab:green", "does not hold": "tab:red", "inconclusive": "tab:orange",
-               "not measured": "tab:gray"}
+               "not calibrated here": "tab:purple", "not measured": "tab:gray"}
     n = len(df)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * n + 1.2))
+    fig, ax = plt.subplots(figsize=(9, 0.42 * n + 1.4))
+    ax.axvspan(-1, 1, color="0.9", zorder=0)
     for i, r in enumerate(df.itertuples()):
         y = n - 1 - i
-        ref = float(str(r.reference).split()[-1])
-        ax.plot([ref, ref], [y - 0.35, y + 0.35], color="k", lw=1)
-        if not np.isnan(r.measured):
-            ax.errorbar(r.measured, y, xerr=[[r.measured - r.ci_lo], [r.ci_hi - r.measured]], fmt="o",
-                        color=colours.get(r.verdict, "k"), capsize=3)
+        if np.isnan(r.measured):
+            continue
+        sign = -1.0 if r.side == "<" else 1.0
+        x, lo, hi = (sign * v / r.band for v in (r.measured, r.ci_lo, r.ci_hi))
+        lo, hi = min(lo, hi), max(lo, hi)
+        ax.errorbar(x, y, xerr=[[x - lo], [hi - x]], fmt="o" if r.side != "=" else "s",
+                    color=colours.get(r.verdict, "k"), capsize=3)
     ax.set_yticks(range(n))
-    ax.set_yticklabels([c if len(c) < 70 else c[:67] + "…" for c in df.claim[::-1]], fontsize=8)
-    ax.set_xlabel("measured value (95% interval); black tick = the claim's reference")
+    ax.set_yticklabels([c if len(c) < 75 else c[:72] + "…" for c in df.claim[::-1]], fontsize=7)
+    ax.set_xscale("symlog", linthresh=2)
+    ax.set_xlabel("effect in units of the claim's no-effect band (grey), claimed direction → right; "
+                  "squares: equivalence claims")
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in colours.items()]
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
-    ax.set_title("The paper's findings, checked on this run")
+    ax.legend(handles=handles, loc="lower right", fontsize=7)
+    ax.set_title("The paper's findings as paired tests on this run")
     fig.tight_layout()
     return fig
 

@@ -7,7 +7,6 @@ Raw images are float tensors in [0, 1], shape [N, C, H, W]; pools are returned i
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -15,7 +14,6 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 # Severity -> parameter of each corruption (CIFAR-10-C style, scaled for 28/32 px images).
 NOISE_STD = {1: 0.08, 2: 0.16, 3: 0.32}
@@ -148,37 +146,6 @@ def uniform_noise(n: int, channels: int, size: int, seed: int) -> torch.Tensor:
     """n raw images of i.i.d. uniform [0,1] pixels."""
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, channels, size, size, generator=g)
-
-
-def load_image_folder(path: str | Path, size: int, channels: int, limit: int | None = None,
-                      seed: int = 0) -> torch.Tensor:
-    """Images under `path` (recursive; png/jpg/jpeg/webp) as raw [0,1] [N, channels, size, size], sorted by path.
-
-    With `limit` below the number of files, a seeded random subset (kept in path order) is loaded.
-    """
-    from PIL import Image
-
-    root = Path(path)
-    if not root.is_dir():
-        raise ValueError(f"image folder {str(root)!r} does not exist")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"image folder {str(root)!r} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-    if limit is not None and limit < len(files):
-        keep = np.sort(np.random.default_rng(seed).choice(len(files), size=limit, replace=False))
-        files = [files[i] for i in keep]
-    mode = "L" if channels == 1 else "RGB"
-    out = torch.empty(len(files), channels, size, size)
-    for i, f in enumerate(files):
-        with Image.open(f) as im:
-            im = im.convert(mode)
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-        out[i] = torch.from_numpy(arr.reshape(size, size, channels)).permute(2, 0, 1)
-    return out
 
 
 # ---------------------------------------------------------------- dispatcher

@@ -81,10 +81,15 @@ def make_private(
     max_grad_norm: float,
     seed: int,
     accountant: str = "prv",
-) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, Any]:
+    criterion: nn.Module | None = None,
+) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, Any, nn.Module]:
     """Wrap model/optimizer/loader for DP-SGD reaching (target_epsilon, delta) after `epochs` epochs.
 
-    Returns (GradSampleModule, DPOptimizer, Poisson-sampling DPDataLoader, PrivacyEngine).
+    Per-sample gradients are clipped by Opacus' ghost clipping (the per-sample norms are computed
+    without materialising per-sample gradients: the same clipped update, about 2x faster here than
+    the hooks mode on a CPU); the returned loss wraps `criterion` (default cross-entropy) and must be
+    the one training calls `backward` on.
+    Returns (GradSampleModule, DPOptimizer, Poisson-sampling DPDataLoader, PrivacyEngine, DP loss).
     """
     from opacus import PrivacyEngine
 
@@ -114,7 +119,7 @@ def make_private(
         # PRV bounds its domain with an RDP pass whose alpha range is often too short: harmless.
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         engine = PrivacyEngine(accountant=accountant, secure_mode=False)
-        dp_model, dp_opt, dp_loader = engine.make_private_with_epsilon(
+        dp_model, dp_opt, dp_loss, dp_loader = engine.make_private_with_epsilon(
             module=model,
             optimizer=optimizer,
             data_loader=loader,
@@ -125,11 +130,13 @@ def make_private(
             loss_reduction="mean",
             poisson_sampling=True,
             noise_generator=torch.Generator().manual_seed(noise_seed),
+            grad_sample_mode="ghost",
+            criterion=criterion if criterion is not None else nn.CrossEntropyLoss(),
         )
     # Opacus seeds Poisson sampling only from the original loader's generator (or its secure RNG);
     # give the sampler its own seeded generator so batches are reproducible without touching `loader`.
     dp_loader.batch_sampler.generator = torch.Generator().manual_seed(sample_seed)
-    return dp_model, dp_opt, dp_loader, engine
+    return dp_model, dp_opt, dp_loader, engine, dp_loss
 
 
 def noise_multiplier(optimizer: torch.optim.Optimizer) -> float:

@@ -60,64 +60,6 @@ def fpr_matrix(attacks: pd.DataFrame, attack: str = "threshold", variants: list[
     return m.loc[variants, pools]
 
 
-def _share(k_a: int, k_b: int, n: int) -> str:
-    """'yes' when most of n variants pass both checks, 'partly' when most pass one, else 'no'."""
-    most = [k > n / 2 for k in (k_a, k_b)]
-    return "yes" if all(most) else "partly" if any(most) else "no"
-
-
-def verdict(table: pd.DataFrame, baseline: str = "vanilla") -> tuple[pd.DataFrame, list[str]]:
-    """Compare every variant with `baseline`; judge the paper's finding 3 on those better calibrated (lower ECE).
-
-    Changes (one row per other variant): Δ ECE, Δ held-out FPR, Δ mean OOD FPR, Δ AUROC, Δ TPR@1% FPR,
-    whether the TPR@1% FPR lies above the baseline's bootstrap CI, and whether the variant is better
-    calibrated. The sentences count, among the better-calibrated variants, how many cut false positives
-    (held-out; mean OOD) and how many made the attack stronger (AUROC; TPR@1% FPR): 'yes' when most did
-    on both measures, 'partly' when most did on one, 'no' otherwise.
-    """
-    if baseline not in table.index:
-        raise ValueError(f"verdict: no row for baseline {baseline!r}")
-    b = table.loc[baseline]
-    other = table[table.index != baseline]
-    d = pd.DataFrame({
-        "ece": other["ece"], "d_ece": other["ece"] - b["ece"],
-        "d_fpr_heldout": other["fpr_heldout"] - b["fpr_heldout"],
-        "d_mean_ood_fpr": other["mean_ood_fpr"] - b["mean_ood_fpr"],
-        "d_auroc": other["auroc"] - b["auroc"],
-        "d_tpr_at_1pct_fpr": other["tpr_at_1pct_fpr"] - b["tpr_at_1pct_fpr"],
-        "tpr_above_baseline_ci": other["tpr_at_1pct_fpr"] > b["tpr_at_1pct_fpr_hi"],
-        "better_calibrated": other["ece"] < b["ece"],
-    })
-    better = d[d["better_calibrated"]]
-    n = len(better)
-    if n == 0:
-        return d, [f"No variant has a lower ECE than {baseline} ({b['ece']:.3f}) in this run, "
-                   "so the calibration trade-off cannot be read off it."]
-    fewer_id = int((better["d_fpr_heldout"] < 0).sum())
-    fewer_ood = int((better["d_mean_ood_fpr"] < 0).sum())
-    more_auc = int((better["d_auroc"] > 0).sum())
-    more_tpr = int((better["d_tpr_at_1pct_fpr"] > 0).sum())
-    sig_tpr = int(better["tpr_above_baseline_ci"].sum())
-    cut, raised = _share(fewer_id, fewer_ood, n), _share(more_auc, more_tpr, n)
-    lines = [
-        f"{n} variant(s) are better calibrated than {baseline} (ECE {b['ece']:.3f}): {', '.join(better.index)}.",
-        f"False positives: {fewer_id} of {n} have a lower held-out FPR than {baseline} ({b['fpr_heldout']:.3f}), "
-        f"{fewer_ood} of {n} a lower mean out-of-distribution FPR ({b['mean_ood_fpr']:.3f}).",
-        f"Leakage: {more_auc} of {n} have a higher held-out AUROC than {baseline} ({b['auroc']:.3f}), "
-        f"{more_tpr} of {n} a higher TPR at 1% FPR ({b['tpr_at_1pct_fpr']:.3f}); "
-        f"{sig_tpr} of {n} lie above its 95% bootstrap CI.",
-        f"Did calibration cut false positives here? {cut}. Did it make the attack stronger? {raised}.",
-    ]
-    if cut == "yes" and raised == "yes":
-        lines.append("So here, as in the paper, calibration cut false positives and made the attack stronger.")
-    elif cut == "no" and raised == "no":
-        lines.append("So the paper's trade-off did not reproduce in this run.")
-    else:
-        lines.append("So the paper's trade-off reproduced only in part in this run "
-                     "('partly': most variants moved the expected way on one of the two measures).")
-    return d, lines
-
-
 def attack_overview(attacks: pd.DataFrame, variants: list[str] | None = None) -> pd.DataFrame:
     """Per variant (rows) and attack (column groups): held-out FPR, mean FPR over the other pools, held-out AUROC."""
     if attacks.empty:

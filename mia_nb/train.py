@@ -55,13 +55,15 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
                 y_eval: torch.Tensor | None = None, device: torch.device | str = "cpu",
                 desc: str = "train", optimizer: torch.optim.Optimizer | None = None,
                 loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                progress: bool = True) -> dict[str, list[float]]:
+                progress: bool = True, loss_fn: Callable[..., torch.Tensor] | None = None) -> dict[str, list[float]]:
     """Train in place on in-memory tensors; one tqdm bar over epochs; return the per-epoch history.
 
     `prep` maps a stored batch (e.g. uint8) to model input, `augment` is applied before it.
     Held-out accuracy is measured every `cfg.eval_every` epochs on (x_eval, y_eval) (NaN between).
     `optimizer` and `loader` replace the profile's optimizer and the seeded shuffling (DP-SGD passes
-    Opacus' private optimizer and its Poisson-sampling loader over (x, y)).
+    Opacus' private optimizer and its Poisson-sampling loader over (x, y)); `loss_fn` replaces the
+    cross-entropy (DP-SGD passes Opacus' ghost-clipping loss). `progress=False` hides the epoch bar
+    (engine workers: the engine shows one bar over jobs).
     """
     if len(x) != len(y) or len(y) == 0:
         raise ValueError(f"training data: {len(x)} images and {len(y)} labels (need the same, non-zero)")
@@ -74,7 +76,7 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
         model.to(memory_format=torch.channels_last)
     opt = optimizer or make_optimizer(model.parameters(), cfg)
     scheduler = make_scheduler(opt, cfg, len(loader) if loader is not None else -(-len(y) // cfg.batch_size))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     gen = torch.Generator().manual_seed(seed)
     hist: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "heldout_acc", "seconds")}
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", disable=not progress)

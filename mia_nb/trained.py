@@ -113,10 +113,11 @@ def run_train_job(job: TrainJob) -> dict[str, Any]:
         if dp:
             model.to(device)
             loader = DataLoader(TensorDataset(job.x, job.y), batch_size=job.train.batch_size)
-            trained, opt, loader, engine = make_private(
+            trained, opt, loader, engine, loss = make_private(
                 model, make_optimizer(model.parameters(), job.train), loader, target_epsilon=dp["epsilon"],
-                delta=dp["delta"], epochs=job.train.epochs, max_grad_norm=dp["max_grad_norm"], seed=cfg["seed"])
-            kw = {"optimizer": opt, "loader": loader}
+                delta=dp["delta"], epochs=job.train.epochs, max_grad_norm=dp["max_grad_norm"], seed=cfg["seed"],
+                criterion=torch.nn.CrossEntropyLoss(label_smoothing=job.train.label_smoothing))
+            kw = {"optimizer": opt, "loader": loader, "loss_fn": loss}
         t0 = time.perf_counter()
         hist = train_model(trained, job.x, job.y, job.train, seed=cfg["seed"], prep=prep,
                            augment=augmenter(job.info) if cfg["augment"] else None, x_eval=job.x_eval,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from .models import last_layer_head
 from .metrics import accuracy, ece, mmps, nll, overconfidence_error
 from .ood import PoolSpec, part_spec
 from .scores import Outputs, cached_logits, log_softmax, softmax
-from .store import config_key
+from .store import atomic_write, config_key
 
 if TYPE_CHECKING:
     from .study import Study
@@ -93,7 +94,8 @@ def vanilla(study: Study) -> Variant:
 def with_temperature(study: Study, t: float, name: str | None = None) -> Variant:
     """The vanilla pair read out at a fixed softmax temperature (post-hoc; T = 10 is the paper's defense)."""
     base = vanilla(study)
-    return Variant(name or f"temp_{t:g}", "temperature", base.models, {r: float(t) for r in ROLES})
+    return Variant(name or f"temp_{t:g}", "temperature", base.models, {r: float(t) for r in ROLES},
+                   info={"strength": float(t)})
 
 
 def fitted_temperature(study: Study) -> Variant:
@@ -219,16 +221,20 @@ def llla(study: Study) -> Variant:
 
 # --------------------------------------------------------------------------------------- evaluation
 
-def attack_rows(study: Study, variant: Variant, pools: dict[str, PoolSpec]) -> tuple[pd.DataFrame, dict]:
-    """Fit every attack on the variant's balanced shadow, evaluate on target members vs each pool."""
-    cfg = study.profile.attacks
-    sh_in = variant.outputs(study, "shadow", part_spec(study, "shadow_train"))
-    sh_out = variant.outputs(study, "shadow", part_spec(study, "shadow_heldout"))
-    attacks, sizes = fit_attacks(cfg, sh_in, sh_out, study.seed)
-    members = variant.outputs(study, "target", part_spec(study, "target_train"))
-    nonmembers = {name: variant.outputs(study, "target", spec) for name, spec in pools.items()}
-    rows = evaluate_attacks(attacks, members, nonmembers, variant.name, n_boot=cfg.n_boot, seed=study.seed)
-    return rows, {"attacks": attacks, "sizes": sizes, "members": members, "nonmembers": nonmembers}
+SAMPLES_DIR = "samples"  # outputs/<profile>[/seed_<s>]/samples/<variant>.npz: per-image arrays for paired statistics
+
+
+@dataclass
+class Evaluation:
+    """A variant's attacks evaluated on every pool: the rows of attacks.csv, the fitted attacks and outputs."""
+
+    variant: Variant
+    rows: pd.DataFrame
+    attacks: dict[str, Any]
+    sizes: dict[str, int]
+    members: Outputs
+    nonmembers: dict[str, Outputs]
+    model: dict[str, Any]
 
 
 def variant_key(variant: Variant) -> dict[str, Any]:
@@ -237,28 +243,77 @@ def variant_key(variant: Variant) -> dict[str, Any]:
             "temperature": variant.temperature, "laplace": variant.laplace_keys}
 
 
-def cached_attack_rows(study: Study, variant: Variant, pools: dict[str, PoolSpec]) -> pd.DataFrame:
-    """`attack_rows` kept in the store: a rerun with the same variant, pools and attack settings is free."""
-    cfg = {"variant": variant_key(variant), "pools": {n: s.config for n, s in pools.items()},
-           "attacks": dataclasses.asdict(study.profile.attacks), "seed": study.seed}
-    return study.store.get_or_make("attack_rows", cfg, lambda: attack_rows(study, variant, pools)[0])
+def per_sample(attacks: dict[str, Any], members: Outputs, nonmembers: dict[str, Outputs]) -> dict[str, np.ndarray]:
+    """Per image: every attack's score and decision, the max score and (labelled sets) correctness.
+
+    Keys `<attack>/score/<set>`, `<attack>/member/<set>`, `conf/<set>`, `correct/<set>`; set = `members`
+    or a pool name. Image i of a set is the same image for every variant of a seed: that is what makes
+    variant − vanilla differences paired.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, o in {"members": members, **nonmembers}.items():
+        out[f"conf/{name}"] = o.probs.max(axis=1).astype(np.float64)
+        if (o.labels >= 0).all():
+            out[f"correct/{name}"] = o.probs.argmax(axis=1) == o.labels
+        for a_name, attack in attacks.items():
+            out[f"{a_name}/score/{name}"] = np.asarray(attack.score(o), dtype=np.float64)
+            out[f"{a_name}/member/{name}"] = np.asarray(attack.predict(o), dtype=bool)
+    return out
+
+
+def evaluate(study: Study, variant: Variant, pools: dict[str, PoolSpec], save: bool = True) -> Evaluation:
+    """The one route from a variant to its results: fit every attack on the variant's balanced shadow,
+    evaluate target members vs every pool, keep it in the store (a rerun is free), and with `save`
+    upsert the rows into results/attacks.csv, the model row into results/variants.csv and the
+    per-image arrays into samples/<variant>.npz."""
+    cfg = study.profile.attacks
+    members = variant.outputs(study, "target", part_spec(study, "target_train"))
+    nonmembers = {name: variant.outputs(study, "target", spec) for name, spec in pools.items()}
+    key = {"variant": variant_key(variant), "pools": {n: s.config for n, s in pools.items()},
+           "attacks": dataclasses.asdict(cfg), "seed": study.seed}
+
+    def make() -> dict[str, Any]:
+        sh_in = variant.outputs(study, "shadow", part_spec(study, "shadow_train"))
+        sh_out = variant.outputs(study, "shadow", part_spec(study, "shadow_heldout"))
+        attacks, sizes = fit_attacks(cfg, sh_in, sh_out, study.seed)
+        rows = evaluate_attacks(attacks, members, nonmembers, variant.name, seed=study.seed)
+        return {"rows": rows, "attacks": attacks, "sizes": sizes,
+                "samples": per_sample(attacks, members, nonmembers)}
+    record = study.store.get_or_make("evaluation", key, make)
+    model = model_row(study, variant)
+    if save:
+        study.save_table(record["rows"], "attacks", keys=["variant", "attack", "nonmember_set"])
+        study.save_table(pd.DataFrame([model]), "variants", keys=["variant"])
+        save_samples(study, variant, pools, record["samples"])
+    return Evaluation(variant, record["rows"], record["attacks"], record["sizes"], members, nonmembers, model)
+
+
+def save_samples(study: Study, variant: Variant, pools: dict[str, PoolSpec], samples: dict[str, np.ndarray]) -> Path:
+    """Write samples/<variant>.npz atomically, with what identifies its sets (pool bases) as JSON metadata."""
+    import json
+    meta = {"variant": variant.name, "family": variant.family, "strength": variant.info.get("strength"),
+            "seed": study.seed, "pools": list(pools),
+            "base": {name: ("heldout" if spec.config.get("from") == study.part_pool("target_heldout")
+                            or name == "heldout" else name) for name, spec in pools.items()},
+            "groups": {name: spec.group for name, spec in pools.items()}}
+    path = study.folder(SAMPLES_DIR) / f"{variant.name}.npz"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **samples)
+    return atomic_write(path, write)
 
 
 def model_row(study: Study, variant: Variant) -> dict[str, Any]:
     """Held-out accuracy, NLL, ECE (15 bins), overconfidence error and MMPS of the variant's target."""
     out = variant.outputs(study, "target", part_spec(study, "target_heldout"))
     train = variant.outputs(study, "target", part_spec(study, "target_train"))
-    return {"variant": variant.name, "family": variant.family, "heldout_acc": accuracy(out.probs, out.labels),
+    return {"variant": variant.name, "family": variant.family, "strength": variant.info.get("strength", np.nan),
+            "heldout_acc": accuracy(out.probs, out.labels),
             "train_acc": accuracy(train.probs, train.labels), "nll": nll(out.probs, out.labels),
             "ece": ece(out.probs, out.labels), "oe": overconfidence_error(out.probs, out.labels),
             "mmps_members": mmps(train.probs), "mmps_heldout": mmps(out.probs),
             "temperature_target": variant.temperature["target"], "temperature_shadow": variant.temperature["shadow"]}
-
-
-def save_variant_results(study: Study, rows: pd.DataFrame, model: dict[str, Any]) -> None:
-    """Upsert attack rows into results/attacks.csv and the variant's row into results/variants.csv."""
-    study.save_table(rows, "attacks", keys=["variant", "attack", "nonmember_set"])
-    study.save_table(pd.DataFrame([model]), "variants", keys=["variant"])
 
 
 # ------------------------------------------------------------- separate vs align (notebook 07)
@@ -297,52 +352,3 @@ def separation_table(samples: dict[str, dict[str, np.ndarray]], families: dict[s
         for col, other in (("w1_member_heldout", h), ("w1_member_ood", o)):
             rows[-1][f"{col}_lo"], rows[-1][f"{col}_hi"] = wasserstein_interval(m, other, n_boot, seed)
     return pd.DataFrame(rows)
-
-
-def separation_verdict(table: pd.DataFrame, baseline: str = "vanilla") -> tuple[pd.DataFrame, list[str]]:
-    """Change of both Wasserstein gaps against `baseline` per calibration / defense variant, and sentences.
-
-    The paper's finding 4: calibration (label smoothing, LLLA) widens the member↔non-member gaps,
-    defenses (L2, high temperature; here also DP-SGD) narrow them. A kind "holds" when most of its
-    variants moved both gaps in its direction.
-    """
-    if baseline not in set(table["variant"]):
-        raise ValueError(f"separation_verdict: no row for baseline {baseline!r}")
-    t = table.set_index("variant")
-    b = t.loc[baseline]
-    ood = str(b["ood_pool"])
-    rest = t[t["kind"].isin(["calibration", "defense"]) & (t.index != baseline)]
-    d = pd.DataFrame({"kind": rest["kind"],
-                      "d_w1_member_heldout": rest["w1_member_heldout"] - b["w1_member_heldout"],
-                      "d_w1_member_ood": rest["w1_member_ood"] - b["w1_member_ood"]})
-    d["expected"] = np.where(d["kind"] == "calibration", "wider", "narrower")
-    for gap in ("heldout", "ood"):
-        delta = d[f"d_w1_member_{gap}"]
-        d[f"{gap}_gap"] = np.where(delta > 0, "wider", np.where(delta < 0, "narrower", "unchanged"))
-    lines = [f"{baseline}: Wasserstein-1 member↔held-out {b['w1_member_heldout']:.3f}, "
-             f"member↔{ood} {b['w1_member_ood']:.3f}."]
-    holds: dict[str, list[bool]] = {}
-    said = {"calibration": ("Calibration", "widened"), "defense": ("Defenses", "narrowed")}
-    for kind in said:
-        k = d[d["kind"] == kind]
-        if k.empty:
-            lines.append(f"No {kind} variant in the table.")
-            continue
-        parts, ok = [], []
-        for gap, label in (("heldout", "held-out"), ("ood", ood)):
-            good = k[k[f"{gap}_gap"] == k["expected"]]
-            each = ", ".join(f"{v} {x:+.3f}" for v, x in k[f"d_w1_member_{gap}"].items())
-            parts.append(f"the member↔{label} gap for {len(good)} of {len(k)} ({each})")
-            ok.append(len(good) > len(k) / 2)
-        holds[kind] = ok
-        name, verb = said[kind]
-        lines.append(f"{name} ({', '.join(k.index)}) {verb} " + " and ".join(parts) + ".")
-    if len(holds) == 2:
-        which = {(True, True): "both gaps", (True, False): "only the member↔held-out gap",
-                 (False, True): f"only the member↔{ood} gap", (False, False): "neither gap"}
-        n_ok = sum(sum(v) for v in holds.values())
-        what = {4: "holds", 0: "does not hold"}.get(n_ok, "holds only in part")
-        detail = " and ".join(f"{said[kind][0].lower()} {said[kind][1]} {which[tuple(v)]}" for kind, v in holds.items())
-        lines.append(f"So in this run, for most of their variants, {detail}: "
-                     f"the paper's 'calibration separates, defenses align' {what}.")
-    return d, lines

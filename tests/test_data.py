@@ -163,3 +163,25 @@ def test_cifar100_svhn_stl10_loaders(tmp_path, monkeypatch):
     x, y = data.load_stl10(tmp_path)
     assert x.shape == (3, 3, 96, 96)
     assert y.tolist() == [0, 1, 9]  # airplane, car → CIFAR automobile (1), truck; the monkey is gone
+
+
+def test_unlabelled_image_folder_any_layout_with_limit(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    (tmp_path / "sub").mkdir()
+    arrays = [rng.integers(0, 256, (10, 10, 3), dtype=np.uint8) for _ in range(3)]
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(tmp_path / ("sub" if i == 2 else ".") / f"img{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    rgb, y, classes = data.read_image_folder(tmp_path, size=10, channels=3, labelled=False)
+    assert rgb.shape == (3, 3, 10, 10) and rgb.dtype == torch.uint8 and classes == ()
+    assert (y == -1).all()
+    assert torch.equal(rgb[0], torch.from_numpy(arrays[0]).permute(2, 0, 1))
+    grey, _, _ = data.read_image_folder(tmp_path, size=8, channels=1, labelled=False, limit=2, seed=0)
+    assert grey.shape == (2, 1, 8, 8)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="ood.fake_folder: no images found"):
+        data.read_image_folder(empty, size=8, channels=1, labelled=False, key="ood.fake_folder")
+    with pytest.raises(ConfigError, match="image folder not found"):
+        data.read_image_folder(tmp_path / "missing", size=8, channels=1, labelled=False)

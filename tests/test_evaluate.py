@@ -14,12 +14,12 @@ from mia_nb.scores import Outputs, softmax
 from mia_nb.study import Study
 
 K = 10
-FAST = AttacksConfig(salem_max_epochs=5, n_boot=20)
+FAST = AttacksConfig(salem_max_epochs=5)
 ATTACKS_CSV_COLUMNS = [
     "variant", "attack", "nonmember_set", "n_members", "n_nonmembers", "threshold", "precision", "recall", "fpr",
     "accuracy", "auroc", "aupr", "fpr_at_95tpr", "balanced_accuracy",
-    "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_lo", "tpr_at_1pct_fpr_hi",
-    "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_lo", "tpr_at_01pct_fpr_hi",
+    "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_lo", "tpr_at_1pct_fpr_hi", "fpr_check_1pct",
+    "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_lo", "tpr_at_01pct_fpr_hi", "fpr_check_01pct",
     "mmps_tp", "mmps_fp", "mmps_fn", "mmps_tn",
 ]
 
@@ -46,7 +46,7 @@ def test_evaluate_attacks_columns_and_members_positive_end_to_end():
     attacks, _ = evaluate.fit_attacks(FAST, outputs(200, 6.0, 0), outputs(200, 0.5, 1), seed=0)
     members = outputs(150, 6.0, 2)  # confident, like members of an overfitted model
     pools = {"heldout": outputs(300, 0.5, 3), "also_heldout": outputs(120, 0.5, 4)}
-    df = evaluate.evaluate_attacks(attacks, members, pools, variant="vanilla", n_boot=20, seed=0)
+    df = evaluate.evaluate_attacks(attacks, members, pools, variant="vanilla", seed=0)
     assert list(df.columns) == ATTACKS_CSV_COLUMNS == evaluate.RESULT_KEYS + list(ATTACK_METRIC_KEYS)
     assert len(df) == len(attacks) * len(pools)
     assert set(zip(df.attack, df.nonmember_set)) == {(a, p) for a in attacks for p in pools}
@@ -56,7 +56,7 @@ def test_evaluate_attacks_columns_and_members_positive_end_to_end():
     for col in ("precision", "recall", "fpr", "accuracy", "auroc", "aupr", "tpr_at_1pct_fpr"):
         assert df[col].between(0, 1).all(), col
     # swap members and non-members: the same attacks now rank positives below negatives
-    swapped = evaluate.evaluate_attacks(attacks, pools["heldout"], {"m": members}, "vanilla", n_boot=20)
+    swapped = evaluate.evaluate_attacks(attacks, pools["heldout"], {"m": members}, "vanilla")
     assert (swapped.auroc < 0.1).all()
 
 
@@ -65,7 +65,7 @@ def test_decisions_and_readable_table():
     test = outputs(50, 6.0, 5)
     dec = evaluate.decisions(attacks, test)
     assert list(dec.columns) == list(attacks) and dec.shape == (50, len(attacks)) and (dec.dtypes == bool).all()
-    df = evaluate.evaluate_attacks(attacks, test, {"heldout": outputs(2000, 0.5, 6)}, "vanilla", n_boot=20)
+    df = evaluate.evaluate_attacks(attacks, test, {"heldout": outputs(2000, 0.5, 6)}, "vanilla")
     table = evaluate.readable_table(df)
     assert len(table) == len(df)
     assert (table["false positives allowed @ 1.0%"] == "20 of 2,000").all()
@@ -76,8 +76,7 @@ def test_upsert_twice_does_not_duplicate(tmp_path):
     profile = parse_profile({"name": "tiny"})
     study = Study(profile, outputs_root=tmp_path)
     attacks, _ = evaluate.fit_attacks(FAST, outputs(80, 6.0, 0), outputs(80, 0.5, 1), seed=0)
-    df = evaluate.evaluate_attacks(attacks, outputs(60, 6.0, 2), {"heldout": outputs(60, 0.5, 3)}, "vanilla",
-                                   n_boot=20)
+    df = evaluate.evaluate_attacks(attacks, outputs(60, 6.0, 2), {"heldout": outputs(60, 0.5, 3)}, "vanilla")
     other = df.assign(variant="label_smoothing")
     keys = ["variant", "attack", "nonmember_set"]
     study.save_table(df, "attacks", keys=keys)

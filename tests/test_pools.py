@@ -91,26 +91,6 @@ def test_digits_pool_and_uniform_noise():
     assert torch.equal(u, pools.uniform_noise(10, 1, 32, seed=0))
 
 
-def test_load_image_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    (tmp_path / "sub").mkdir()
-    arrays = [rng.integers(0, 256, (10, 10, 3), dtype=np.uint8) for _ in range(3)]
-    for i, a in enumerate(arrays):
-        Image.fromarray(a).save(tmp_path / ("sub" if i == 2 else ".") / f"img{i}.png")
-    (tmp_path / "notes.txt").write_text("not an image")
-    rgb = pools.load_image_folder(tmp_path, size=10, channels=3)
-    assert rgb.shape == (3, 3, 10, 10)
-    assert torch.allclose(rgb[0], torch.from_numpy(arrays[0]).permute(2, 0, 1) / 255.0)
-    grey = pools.load_image_folder(tmp_path, size=8, channels=1, limit=2, seed=0)
-    assert grey.shape == (2, 1, 8, 8) and grey.min() >= 0 and grey.max() <= 1
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ValueError, match="holds no"):
-        pools.load_image_folder(empty, size=8, channels=1)
-    with pytest.raises(ValueError, match="does not exist"):
-        pools.load_image_folder(tmp_path / "missing", size=8, channels=1)
-
-
 def test_build_pool_every_name():
     raw, y = _raw(n=7, c=1, size=28), np.arange(7) % 3
     mean, std = (0.286,), (0.353,)

@@ -32,16 +32,15 @@ def _one_private_epoch(seed: int, accountant: str = "prv") -> tuple[nn.Module, n
     model = P.make_dp_compatible(_bn_model())
     before = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    dp_model, dp_opt, dp_loader, engine = P.make_private(
+    dp_model, dp_opt, dp_loader, engine, dp_loss = P.make_private(
         model, opt, _loader(), target_epsilon=TARGET_EPS, delta=DELTA, epochs=1, max_grad_norm=1.0, seed=seed,
         accountant=accountant,
     )
     assert P.spent_epsilon(engine, DELTA) == 0.0
-    loss_fn = nn.CrossEntropyLoss()
     dp_model.train()
     for x, y in dp_loader:
         dp_opt.zero_grad()
-        loss_fn(dp_model(x), y).backward()
+        dp_loss(dp_model(x), y).backward()
         dp_opt.step()
     return before, dp_model._module, P.spent_epsilon(engine, DELTA), dp_opt
 
