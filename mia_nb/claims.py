@@ -40,7 +40,7 @@ BANDS = {
     "auroc": 0.01,        # AUROC (or |AUROC − 0.5|) changes
     "tpr": 0.005,         # TPR at 1% FPR changes (half a point)
     "ece": 0.005,         # ECE change that counts as calibrating
-    "separation": 0.01,   # AUROC of the max score, members vs held-out
+    "separation": 0.01,   # Wasserstein-1 of max scores after the pooled quantile transform (range 0-0.5)
 }
 ALPHA_LOW = 0.01  # the low-FPR operating point of the TPR claims
 LABEL_FREE = ("threshold", "entropy", "salem")
@@ -163,10 +163,11 @@ def auroc(variant: str, pool: str = "heldout", attack: str = "threshold", distan
 
 
 def separation(variant: str, pool: str = "heldout") -> Stat:
-    """AUROC of the max score itself, members vs a pool: a scale-free member↔non-member separation."""
+    """Scale-free distance of member and non-member max scores: Wasserstein-1 after the pooled quantile
+    transform (in [0, 0.5]; unlike score units, squeezing every score toward 1/K does not shrink it)."""
     def compute(s: Seed, d: Draws) -> tuple[float, np.ndarray]:
         pos, neg = _get(s, variant, "conf/members"), _get(s, variant, f"conf/{pool}")
-        return float(paired.auroc(pos, neg)), paired.auroc(pos, neg, d.members(), d.pool(pool))
+        return paired.w1_quantile(pos, neg), paired.w1_quantile_draws(pos, neg, d.members(), d.pool(pool))
     return lambda s, d: d.memo(("separation", variant, pool), lambda: compute(s, d))
 
 
@@ -314,14 +315,14 @@ def build_claims(seeds: list[Seed], defense_temperature: float = 10.0) -> list[C
                          minus(tpr_low(name), tpr_low("vanilla")), needs=(name,)))
     for name, _ in cal_variants:
         out.append(Claim(f"separates_{name}", f"Calibration ({name}) separates member and held-out scores",
-                         "AUROC of the max score, members vs held-out: variant − vanilla (scale-free)", ">",
+                         "W1 of max scores after the pooled quantile transform, members vs held-out: variant − vanilla", ">",
                          "separation", "LS/LLLA widen the MMPS gap", minus(separation(name), separation("vanilla")),
                          needs=(name,), gate=f"calibrates_{name}"))
     defenses = [n for n, _ in _variants(seeds, "weight_decay")] + [n for n, _ in _variants(seeds, "dp")]
     defenses += [n for n, t in _variants(seeds, "temperature") if t == defense_temperature]
     for name in defenses:
         out.append(Claim(f"aligns_{name}", f"The defense {name} aligns member and held-out scores",
-                         "AUROC of the max score, members vs held-out: variant − vanilla (scale-free)", "<",
+                         "W1 of max scores after the pooled quantile transform, members vs held-out: variant − vanilla", "<",
                          "separation", "L2 / T narrow the MMPS gap", minus(separation(name), separation("vanilla")),
                          needs=(name,)))
     return out
@@ -359,6 +360,30 @@ def check_only(seeds: list[Seed], prefixes: tuple[str, ...], n_boot: int = paire
     everything = [c for c in build_claims(seeds) if c.id in gates and c not in picked] + picked
     table = check(seeds, everything, n_boot)
     return table[table.id.isin([c.id for c in picked])].reset_index(drop=True)
+
+
+def headlines(seeds: list[Seed], n_boot: int = paired.B_DEFAULT) -> pd.DataFrame:
+    """The study's headline numbers (vanilla target, threshold attack) with the claims' two-level intervals."""
+    shared: dict[int, Draws] = {}
+    stats: list[tuple[str, str, Stat]] = [
+        ("fpr_heldout", "held-out images called members (FPR at the shadow-fitted threshold)", fpr("vanilla", ("heldout",))),
+        ("auroc", "attack AUROC, members vs held-out", auroc("vanilla")),
+        ("tpr_1pct", "TPR at 1% FPR (threshold fixed on half the held-out images)", tpr_low("vanilla")),
+        ("ece", "held-out ECE of the target (15 bins)", ece("vanilla")),
+    ]
+    for group in OOD_GROUPS:
+        pools = _pools(seeds, (group,))
+        if pools:
+            stats.append((f"fpr_{group.replace(' ', '_')}", f"{group} non-members called members ({', '.join(pools)})",
+                          fpr("vanilla", pools)))
+    rows = []
+    for key, text, stat in stats:
+        try:
+            iv = measure(seeds, stat, n_boot, shared)
+        except KeyError:
+            continue
+        rows.append({"id": key, "what": text, "value": iv.value, "lo": iv.lo, "hi": iv.hi, "n_seeds": iv.n_seeds})
+    return pd.DataFrame(rows)
 
 
 def sentence(row: pd.Series) -> str:

@@ -76,7 +76,7 @@ class AttacksConfig:
     salem_k: int = 3
     salem_patience: int = 5
     salem_max_epochs: int = 100
-    n_boot: int = 200  # bootstrap resamples for TPR@low-FPR confidence intervals
+    n_boot: int = 2000  # paired bootstrap resamples behind every claim interval (mia_nb.claims)
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ class DefensesConfig:
     dp_epsilons: tuple[float, ...] = (1.0, 8.0)
     dp_max_grad_norm: float = 1.0
     dp_epochs: int = 0  # 0 = the profile's train.epochs
+    dp_delta: float = 1e-5  # the δ of (ε, δ)-DP; well below 1/n_train
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,7 @@ def validate(p: Profile) -> Profile:
     _at_least("attacks.salem_k", a.salem_k, 1)
     _at_least("attacks.salem_patience", a.salem_patience, 1)
     _at_least("attacks.salem_max_epochs", a.salem_max_epochs, 1)
-    _at_least("attacks.n_boot", a.n_boot, 1, " bootstrap resample")
+    _at_least("attacks.n_boot", a.n_boot, 1000, " bootstrap resample")
     # -- other-content pools and the GAN
     o, g = p.ood, p.ood.gan
     _each("ood.corruption_severities", o.corruption_severities,
@@ -352,6 +353,7 @@ def validate(p: Profile) -> Profile:
     _each("defenses.dp_epsilons", d.dp_epsilons, _positive)
     _positive("defenses.dp_max_grad_norm", d.dp_max_grad_norm)
     _at_least("defenses.dp_epochs", d.dp_epochs, 0, "; 0 = train.epochs")
+    _need(0 < d.dp_delta < 1, "defenses.dp_delta", d.dp_delta, "outside (0, 1)", "a probability, e.g. 1e-5")
     # -- engine
     e = p.engine
     _one_of("engine.backend", e.backend, ENGINE_BACKENDS)

@@ -154,8 +154,10 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     if report and done:
         from .report import write_report
         index = write_report(base, title=f"mia-nb · {profile.name}")
+        from .summary import write_summary
+        summary = write_summary(base, profile)
         if not quiet:
-            print(f"report: {index}")
+            print(f"report: {index}\nsummary: {summary} (into the README: python -m mia_nb readme)")
     return done
 
 
@@ -242,8 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--notebooks", default=str(NOTEBOOK_DIR), help=argparse.SUPPRESS)  # tests: a folder of stand-ins
     d = sub.add_parser("data", help="install the default dataset (Fashion-MNIST) when it is missing")
     d.add_argument("--root", default=str(REPO_ROOT / "data"), help="data folder (default: ./data)")
+    m = sub.add_parser("readme", help="refresh the README's findings section from a run's report/summary.md")
+    m.add_argument("--params", default=str(REPO_ROOT / "params" / "default.yaml"), help="profile YAML of the run")
+    m.add_argument("--outputs", default=None, help="outputs root of the run (default: ./outputs)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    if args.command == "readme":
+        from .paths import inside
+        from .summary import refresh_readme
+        try:
+            profile = load_profile(args.params)
+            root = Path(args.outputs).resolve() if args.outputs else REPO_ROOT / "outputs"
+            n = refresh_readme(REPO_ROOT / "README.md", inside(root, profile.name), REPO_ROOT / "docs" / "figures")
+        except (ConfigError, FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"README.md findings refreshed from {profile.name}'s report/summary.md; {n} figures copied to docs/figures")
+        return 0
     if args.command == "data":
         from .data import install_fashion_mnist
         try:

@@ -129,12 +129,11 @@ def weight_decay_recipe(wd: float) -> Retrained:
 
 
 def dp_recipe(study: Study, epsilon: float) -> Retrained:
-    """Retrained with DP-SGD (Opacus) at budget (ε, δ = 1/n_train)."""
+    """Retrained with DP-SGD (Opacus) at budget (ε, δ = defenses.dp_delta)."""
     d = study.profile.defenses
-    n = len(study.splits["target_train"])
     changes = {"epochs": d.dp_epochs} if d.dp_epochs else {}
     return Retrained(f"dp_{epsilon:g}", "dp", float(epsilon), changes,
-                     {"epsilon": float(epsilon), "delta": 1.0 / n, "max_grad_norm": d.dp_max_grad_norm})
+                     {"epsilon": float(epsilon), "delta": d.dp_delta, "max_grad_norm": d.dp_max_grad_norm})
 
 
 def pair_requests(study: Study, name: str, recipe: Retrained | None = None) -> list[trained.ModelRequest]:
@@ -168,7 +167,7 @@ def weight_decay(study: Study, wd: float) -> Variant:
 
 
 def dp_sgd(study: Study, epsilon: float) -> Variant:
-    """Retrained with DP-SGD (Opacus) at budget (ε, δ = 1/n_train)."""
+    """Retrained with DP-SGD (Opacus) at budget (ε, δ = defenses.dp_delta)."""
     return retrained(study, [dp_recipe(study, epsilon)])[f"dp_{epsilon:g}"]
 
 

@@ -42,7 +42,7 @@ TINY_PROFILE = {
     "splits": {"target_train": 64, "target_heldout": 64, "shadow_train": 64, "shadow_heldout": 64,
                "calibration": 40, "generator": 0},
     "train": {"epochs": 1, "batch_size": 32},
-    "attacks": {"n_boot": 20, "salem_max_epochs": 5},
+    "attacks": {"n_boot": 1000, "salem_max_epochs": 5},
     "ood": {"max_pool_size": 32, "corruption_severities": [1], "gan": {"n_images": 0, "supply_sizes": []}},
     "engine": {"workers": 1},
 }

@@ -96,10 +96,12 @@ def apply(s: Seed, claim_id: str, e: float) -> None:
     elif claim_id.startswith("separates_"):
         v = claim_id[len("separates_"):]
         apply(s, f"calibrates_{v}", 0.08)
-        a[v]["conf/members"] = np.clip(a[v]["conf/members"] + 2 * e, 0, 1)
+        gap = a[v]["conf/members"].mean() - a[v]["conf/heldout"].mean()
+        a[v]["conf/members"] = a[v]["conf/members"] + 5 * e * gap  # e > 0 widens the gap, e < 0 narrows it
     elif claim_id.startswith("aligns_"):
         v = claim_id[len("aligns_"):]
-        a[v]["conf/members"] = np.clip(a[v]["conf/members"] - 2 * e, 0, 1)
+        gap = a[v]["conf/members"].mean() - a[v]["conf/heldout"].mean()
+        a[v]["conf/members"] = a[v]["conf/members"] - 5 * e * gap
     else:
         raise KeyError(claim_id)
 

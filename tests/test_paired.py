@@ -336,3 +336,18 @@ def test_auroc_speed_b2000():
     print(f"auroc B=2000, 2500 pos / 5000 neg: {elapsed:.3f} s")
     assert got.shape == (2000,) and abs(got.mean() - paired.auroc(pos, neg)) < 0.005
     assert elapsed < 20
+
+
+def test_w1_quantile_draws_unit_weights_equal_the_point_and_resamples_are_close():
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(1, 1, 400), rng.normal(0, 1, 700)
+    one = paired.w1_quantile_draws(a, b, np.ones((1, 400)), np.ones((1, 700)))
+    assert one[0] == pytest.approx(paired.w1_quantile(a, b), abs=1e-12)
+    wa, wb = paired.weights(400, 5, 1), paired.weights(700, 5, 2)
+    draws = paired.w1_quantile_draws(a, b, wa, wb)
+    refit = [paired.w1_quantile(np.repeat(a, wa[i].astype(int)), np.repeat(b, wb[i].astype(int))) for i in range(5)]
+    np.testing.assert_allclose(draws, refit, atol=0.02)  # the transform is fitted once, not per resample
+    same = paired.w1_quantile_draws(a, a.copy(), wa, paired.weights(400, 5, 2))
+    assert (same < draws).all()
+    with pytest.raises(ValueError, match="resamples"):
+        paired.w1_quantile_draws(a, b, wa, paired.weights(700, 4, 2))
