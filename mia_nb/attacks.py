@@ -23,7 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_curve
 from sklearn.neural_network import MLPClassifier
 
-from mia_nb.scores import Outputs, ce_loss_logp, entropy, topk
+from mia_nb.scores import Outputs, ce_loss_logp, entropy, log_rest, topk
 
 
 def _check_pair(member: Outputs, nonmember: Outputs, who: str) -> None:
@@ -124,19 +124,21 @@ class Attack:
 class ThresholdAttack(Attack):
     """Max softmax score; threshold at the shadow ROC point maximising TPR − FPR; member iff max score > t.
 
-    Ranks by the log of the max score (`Outputs.log_probs`): the same order and decisions as the max
-    score, but without the ties a float softmax makes at exactly 1.0. `threshold` is in max-score units.
+    Ranks by −log(1 − max score), computed from the log-probabilities of the other classes
+    (`scores.log_rest`): the same order and decisions as the max score, but without the ties a float
+    softmax makes at exactly 1.0, nor those log(max score) makes near 0 once the margin exceeds ~36
+    nats. `threshold` is in max-score units.
     """
 
     name = "threshold"
 
     def _stat(self, out: Outputs) -> np.ndarray:
-        return out.log_probs.max(axis=1)
+        return -log_rest(out.log_probs)
 
     @property
     def threshold(self) -> float:
         """Max-score threshold: member iff max softmax score > threshold."""
-        return float(np.exp(self._cut))
+        return float(-np.expm1(-self._cut))
 
     def fit(self, member: Outputs, nonmember: Outputs) -> ThresholdAttack:
         """Fit the threshold on shadow member / non-member outputs."""
@@ -146,7 +148,7 @@ class ThresholdAttack(Attack):
         return self
 
     def score(self, out: Outputs) -> np.ndarray:
-        """log of the max softmax score (monotone in the max score)."""
+        """−log(1 − max softmax score) (monotone in the max score)."""
         return self._stat(out)
 
 

@@ -199,27 +199,42 @@ def _scalar_prior(la: Any) -> float:
     return float(torch.as_tensor(la.prior_precision).reshape(-1)[0])
 
 
-def _predict(la: Any, x: torch.Tensor, link: str, n_samples: int, batch_size: int) -> torch.Tensor:
-    """laplace-torch's GLM predictive in batches (caller seeds the RNG)."""
-    la.model.eval()
+def log_predictive(la: Any, x: torch.Tensor, link: str, n_samples: int, seed: int,
+                   batch_size: int = 1000) -> torch.Tensor:
+    """log p(y | x) [N, K] in float64 from laplace-torch's GLM predictive moments (f_mu, f_var).
+
+    mc: the mean of softmax over `n_samples` seeded draws f ~ N(f_mu, f_var), averaged in log space
+    (logsumexp), so a confident prediction keeps its distance from 1 instead of rounding to 1.0;
+    probit: log_softmax(f_mu / sqrt(1 + pi/8 diag f_var)), laplace-torch's multiclass probit.
+    """
+    la = _unwrap(la)
+    gen = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(la._device)
-            out.append(la(xb, pred_type="glm", link_approx=link, n_samples=n_samples).detach().cpu())
+            f_mu, f_var = la._glm_predictive_distribution(x[i:i + batch_size].to(la._device))
+            f_mu, f_var = f_mu.double().cpu(), f_var.double().cpu()
+            if link == "probit":
+                kappa = 1.0 / torch.sqrt(1.0 + math.pi / 8.0 * torch.diagonal(f_var, dim1=-2, dim2=-1))
+                out.append(torch.log_softmax(f_mu * kappa, dim=-1))
+                continue
+            k = f_mu.shape[-1]
+            chol = torch.linalg.cholesky(f_var + 1e-10 * torch.eye(k, dtype=torch.float64))
+            eps = torch.randn((n_samples, *f_mu.shape), generator=gen, dtype=torch.float64)
+            f = f_mu + torch.einsum("nij,snj->sni", chol, eps)
+            out.append(torch.logsumexp(torch.log_softmax(f, dim=-1), dim=0) - math.log(n_samples))
     return torch.cat(out)
 
 
 def _calib_nll(la: Any, loader: DataLoader, link: str, n_samples: int, seed: int) -> float:
-    """Mean NLL of the LLLA predictive on (X, y) batches, seeded for the MC link."""
+    """Mean NLL of the LLLA predictive on (X, y) batches; y = -1 rows count as the cross-entropy to uniform."""
     total, count = 0.0, 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for xb, yb in loader:
-            p = _predict(la, xb, link, n_samples, batch_size=len(xb)).double()
-            p = p.gather(1, yb.long().view(-1, 1)).clamp_min(1e-300)
-            total += float(-p.log().sum())
-            count += len(yb)
+    for xb, yb in loader:
+        logp = log_predictive(la, xb, link, n_samples, seed, batch_size=len(xb))
+        yb = yb.long()
+        known = yb >= 0
+        total += float(-logp[known].gather(1, yb[known].view(-1, 1)).sum()) + float(-logp[~known].mean(1).sum())
+        count += len(yb)
     return total / count
 
 
@@ -235,13 +250,16 @@ def fit_llla(
     link: str = "probit",
     n_samples: int = 100,
     seed: int,
+    ood_loader: DataLoader | None = None,
+    ood_weight: float = 0.25,
 ) -> LaplaceResult:
     """Fit a last-layer Laplace on the model's own (un-augmented) training data; tune its prior.
 
     prior="marglik": maximise the marginal likelihood on the training fit (no extra data).
     prior="grid": pick the prior precision with the lowest NLL on `calib_loader` (data disjoint from
-    every evaluation set) over `grid` = (log10 min, log10 max, n), scored with `link`; warns when the
-    choice sits on the grid's edge.
+    every evaluation set) over `grid` = (log10 min, log10 max, n), scored with `link`; with `ood_loader`
+    (inputs labelled -1, e.g. uniform noise) the objective adds `ood_weight` x their cross-entropy to the
+    uniform distribution (the paper's recipe); warns when the choice sits on the grid's edge.
     """
     from laplace import Laplace
 
@@ -258,8 +276,8 @@ def fit_llla(
             raise ValueError('prior="grid" needs calib_loader (held-out calibration data)')
         _check_loader("calib_loader", calib_loader)
         lo, hi, n = _check_grid(DEFAULT_GRID if grid is None else grid)
-    elif calib_loader is not None or grid is not None:
-        raise ValueError('calib_loader / grid are only used with prior="grid"')
+    elif calib_loader is not None or grid is not None or ood_loader is not None:
+        raise ValueError('calib_loader / grid / ood_loader are only used with prior="grid"')
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
 
@@ -293,7 +311,10 @@ def fit_llla(
         for value in result_grid:
             la.prior_precision = value
             try:
-                grid_nll.append(_calib_nll(la, calib_loader, link, n_samples, seed))
+                nll = _calib_nll(la, calib_loader, link, n_samples, seed)
+                if ood_loader is not None:
+                    nll += ood_weight * _calib_nll(la, ood_loader, link, n_samples, seed)
+                grid_nll.append(nll)
             except (RuntimeError, torch.linalg.LinAlgError):  # numerically singular posterior
                 grid_nll.append(math.inf)
         best = int(np.argmin(grid_nll))
@@ -325,7 +346,7 @@ def _unwrap(la: Any) -> Any:
     return la.la if isinstance(la, LaplaceResult) else la
 
 
-def llla_predict(
+def llla_log_predict(
     la: Any,
     x: torch.Tensor,
     *,
@@ -334,7 +355,7 @@ def llla_predict(
     seed: int,
     batch_size: int = 1000,
 ) -> np.ndarray:
-    """Class probabilities [N, K] (float64) from laplace-torch's GLM predictive; no extra softmax."""
+    """Log class probabilities [N, K] in float64 from the LLLA's GLM predictive (`log_predictive`)."""
     la = _unwrap(la)
     _check_choice("link", link, LINKS)
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
@@ -343,10 +364,13 @@ def llla_predict(
         raise ValueError(f"batch_size and n_samples must be >= 1, got {batch_size}, {n_samples}")
     if getattr(la, "H", None) is None:
         raise ValueError("the Laplace is not fitted; call fit_llla or load_llla first")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        probs = _predict(la, x, link, n_samples, batch_size)
-    return probs.double().numpy()
+    return log_predictive(la, x, link, n_samples, seed, batch_size).numpy()
+
+
+def llla_predict(la: Any, x: torch.Tensor, *, link: str = "probit", n_samples: int = 100, seed: int,
+                 batch_size: int = 1000) -> np.ndarray:
+    """Class probabilities [N, K] (float64): exp of `llla_log_predict`."""
+    return np.exp(llla_log_predict(la, x, link=link, n_samples=n_samples, seed=seed, batch_size=batch_size))
 
 
 def _trim_batch(data: Any) -> Any:

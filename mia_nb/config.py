@@ -22,6 +22,7 @@ SCHEDULES = ("constant", "onecycle")
 ATTACK_NAMES = tuple(ATTACKS)  # the registry is mia_nb.attacks.ATTACKS
 HESSIAN_STRUCTURES = ("kron", "diag", "full")  # last-layer Laplace choices (laplace-torch)
 LLLA_PRIORS = ("marglik", "grid")
+LLLA_ARMS = ("paper", "marglik", "leaky")
 LLLA_LINKS = ("probit", "mc")
 EXTRA_DATASETS = ("cifar100", "svhn", "stl10", "stanford_dogs", "afhq_cat", "afhq_dog", "afhq_wild")
 ENGINE_BACKENDS = ("joblib", "ray")
@@ -102,10 +103,12 @@ class OodConfig:
 @dataclass(frozen=True)
 class LlaConfig:
     hessian_structure: str = "kron"
-    prior: str = "marglik"  # marglik | grid (grid search on the calibration split)
+    arms: tuple[str, ...] = LLLA_ARMS  # paper (default: grid on calibration + noise) | marglik | leaky (the paper's leak)
     grid: tuple[float, ...] = (-4.0, 4.0, 33.0)  # prior precisions: log10 min, log10 max, number of points
-    link: str = "probit"  # probit | mc
-    n_samples: int = 100
+    link: str = "mc"  # probit | mc: the predictive of the grid arms (marglik keeps probit)
+    n_samples: int = 100  # MC samples of the predictive (seeded)
+    ood_weight: float = 0.25  # weight of the uniform-noise NLL in the grid objective (the paper's 0.25)
+    n_noise: int = 2000  # uniform-noise images drawn for tuning only (a seed no pool uses)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class DefensesConfig:
     dp_max_grad_norm: float = 1.0
     dp_epochs: int = 0  # 0 = the profile's train.epochs
     dp_delta: float = 1e-5  # the δ of (ε, δ)-DP; well below 1/n_train
+    dp_secure_mode: bool = False  # Opacus secure RNG (torchcsprng): unseedable noise, so off for reproducible runs
 
 
 @dataclass(frozen=True)
@@ -340,7 +344,10 @@ def validate(p: Profile) -> Profile:
     _each("calibration.label_smoothing", c.label_smoothing,
           lambda k, v: _need(0.0 < v < 1.0, k, v, "out of range", "0 < label smoothing < 1"))
     _one_of("calibration.llla.hessian_structure", c.llla.hessian_structure, HESSIAN_STRUCTURES)
-    _one_of("calibration.llla.prior", c.llla.prior, LLLA_PRIORS)
+    for i, arm in enumerate(c.llla.arms):
+        _one_of(f"calibration.llla.arms[{i}]", arm, LLLA_ARMS)
+    _need(c.llla.ood_weight >= 0, "calibration.llla.ood_weight", c.llla.ood_weight, "negative", "0 or more (0 = no noise term)")
+    _at_least("calibration.llla.n_noise", c.llla.n_noise, 1)
     _one_of("calibration.llla.link", c.llla.link, LLLA_LINKS)
     gr = c.llla.grid
     _need(len(gr) == 3 and gr[0] < gr[1] and gr[2] >= 3 and gr[2] == int(gr[2]), "calibration.llla.grid", gr,
@@ -354,6 +361,8 @@ def validate(p: Profile) -> Profile:
     _positive("defenses.dp_max_grad_norm", d.dp_max_grad_norm)
     _at_least("defenses.dp_epochs", d.dp_epochs, 0, "; 0 = train.epochs")
     _need(0 < d.dp_delta < 1, "defenses.dp_delta", d.dp_delta, "outside (0, 1)", "a probability, e.g. 1e-5")
+    _need(not d.dp_secure_mode or importlib.util.find_spec("torchcsprng") is not None, "defenses.dp_secure_mode",
+          d.dp_secure_mode, "needs torchcsprng, which is not installed", "false, or pip install torchcsprng")
     # -- engine
     e = p.engine
     _one_of("engine.backend", e.backend, ENGINE_BACKENDS)

@@ -75,15 +75,21 @@ def make_private(
     optimizer: torch.optim.Optimizer,
     loader: DataLoader,
     *,
-    target_epsilon: float,
+    target_epsilon: float | None,
     delta: float,
     epochs: int,
     max_grad_norm: float,
     seed: int,
     accountant: str = "prv",
     criterion: nn.Module | None = None,
+    secure_mode: bool = False,
 ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, Any, nn.Module]:
     """Wrap model/optimizer/loader for DP-SGD reaching (target_epsilon, delta) after `epochs` epochs.
+
+    `target_epsilon=None`: the clip-only control, the same Poisson sampling and per-sample clipping
+    with noise multiplier 0 (no privacy guarantee; it separates what noise does from what clipping and
+    the DP schedule do). `secure_mode`: Opacus' cryptographically secure noise (needs torchcsprng; the
+    noise can then not be seeded, so runs are not reproducible: off by default).
 
     Per-sample gradients are clipped by Opacus' ghost clipping (the per-sample norms are computed
     without materialising per-sample gradients: the same clipped update, about 2x faster here than
@@ -93,7 +99,9 @@ def make_private(
     """
     from opacus import PrivacyEngine
 
-    if not (isinstance(target_epsilon, (int, float)) and math.isfinite(target_epsilon) and target_epsilon > 0):
+    clip_only = target_epsilon is None
+    if not clip_only and not (isinstance(target_epsilon, (int, float)) and math.isfinite(target_epsilon)
+                              and target_epsilon > 0):
         raise ValueError(f"target_epsilon must be a finite number > 0, got {target_epsilon!r}")
     if not (isinstance(delta, (int, float)) and 0 < delta < 1):
         raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
@@ -109,7 +117,7 @@ def make_private(
         raise ValueError("loader must not use drop_last (Opacus replaces the sampler with Poisson sampling)")
     check_dp_compatible(model)
     n = len(loader.dataset)
-    if delta >= 1.0 / n:
+    if delta >= 1.0 / n and not clip_only:
         warnings.warn(f"delta={delta:g} >= 1/N = {1.0 / n:.3g}: the (epsilon, delta) guarantee is weak", stacklevel=2)
 
     noise_seed, sample_seed = _seeds(seed)
@@ -118,24 +126,20 @@ def make_private(
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         # PRV bounds its domain with an RDP pass whose alpha range is often too short: harmless.
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        engine = PrivacyEngine(accountant=accountant, secure_mode=False)
-        dp_model, dp_opt, dp_loss, dp_loader = engine.make_private_with_epsilon(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            target_epsilon=float(target_epsilon),
-            target_delta=float(delta),
-            epochs=epochs,
-            max_grad_norm=float(max_grad_norm),
-            loss_reduction="mean",
-            poisson_sampling=True,
-            noise_generator=torch.Generator().manual_seed(noise_seed),
-            grad_sample_mode="ghost",
-            criterion=criterion if criterion is not None else nn.CrossEntropyLoss(),
-        )
-    # Opacus seeds Poisson sampling only from the original loader's generator (or its secure RNG);
-    # give the sampler its own seeded generator so batches are reproducible without touching `loader`.
-    dp_loader.batch_sampler.generator = torch.Generator().manual_seed(sample_seed)
+        engine = PrivacyEngine(accountant=accountant, secure_mode=secure_mode)
+        common = dict(module=model, optimizer=optimizer, data_loader=loader, max_grad_norm=float(max_grad_norm),
+                      loss_reduction="mean", poisson_sampling=True, grad_sample_mode="ghost",
+                      noise_generator=None if secure_mode else torch.Generator().manual_seed(noise_seed),
+                      criterion=criterion if criterion is not None else nn.CrossEntropyLoss())
+        if clip_only:
+            dp_model, dp_opt, dp_loss, dp_loader = engine.make_private(noise_multiplier=0.0, **common)
+        else:
+            dp_model, dp_opt, dp_loss, dp_loader = engine.make_private_with_epsilon(
+                target_epsilon=float(target_epsilon), target_delta=float(delta), epochs=epochs, **common)
+    if not secure_mode:
+        # Opacus seeds Poisson sampling only from the original loader's generator (or its secure RNG);
+        # give the sampler its own seeded generator so batches are reproducible without touching `loader`.
+        dp_loader.batch_sampler.generator = torch.Generator().manual_seed(sample_seed)
     return dp_model, dp_opt, dp_loader, engine, dp_loss
 
 

@@ -79,6 +79,21 @@ def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z - np.log1p(e.sum(axis=1, keepdims=True))  # log1p keeps what 1 + tiny would round away
 
 
+def log_rest(logp: np.ndarray) -> np.ndarray:
+    """log(1 − max p) per row from log-probabilities: logsumexp over every class but the argmax.
+
+    Well conditioned where the max score is not: a margin of 50 nats gives log(1 − p) ≈ −50, while
+    p and log p both round to 1 and 0."""
+    logp = np.asarray(logp, dtype=np.float64)
+    top = logp.argmax(axis=1)
+    rest = logp.copy()
+    rest[np.arange(len(rest)), top] = -np.inf
+    m = rest.max(axis=1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return (m + np.log(np.exp(rest - m).sum(axis=1, keepdims=True)))[:, 0]
+
+
 def max_score(probs: np.ndarray) -> np.ndarray:
     """Maximum prediction score of each row, float64 [N]."""
     check_outputs(probs, name="max_score")

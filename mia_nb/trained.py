@@ -114,9 +114,10 @@ def run_train_job(job: TrainJob) -> dict[str, Any]:
             model.to(device)
             loader = DataLoader(TensorDataset(job.x, job.y), batch_size=job.train.batch_size)
             trained, opt, loader, engine, loss = make_private(
-                model, make_optimizer(model.parameters(), job.train), loader, target_epsilon=dp["epsilon"],
+                model, make_optimizer(model.parameters(), job.train), loader, target_epsilon=dp.get("epsilon"),
                 delta=dp["delta"], epochs=job.train.epochs, max_grad_norm=dp["max_grad_norm"], seed=cfg["seed"],
-                criterion=torch.nn.CrossEntropyLoss(label_smoothing=job.train.label_smoothing))
+                criterion=torch.nn.CrossEntropyLoss(label_smoothing=job.train.label_smoothing),
+                secure_mode=bool(dp.get("secure_mode", False)))
             kw = {"optimizer": opt, "loader": loader, "loss_fn": loss}
         t0 = time.perf_counter()
         hist = train_model(trained, job.x, job.y, job.train, seed=cfg["seed"], prep=prep,
@@ -128,7 +129,8 @@ def run_train_job(job: TrainJob) -> dict[str, Any]:
                            "logits": {part: forward_logits(model, x, prep, device=device).numpy()
                                       for part, x in job.measure.items()}}
     if dp:
-        out["dp_epsilon"] = spent_epsilon(engine, dp["delta"])
+        out["dp_noise_multiplier"] = float(opt.noise_multiplier)
+        out["dp_epsilon"] = spent_epsilon(engine, dp["delta"]) if dp.get("epsilon") is not None else float("inf")
     return out
 
 
@@ -210,8 +212,9 @@ def _store_result(study: Study, job: TrainJob, result: dict[str, Any]) -> None:
         study.store.put("logits", {"model": key, **study.part_pool(part)}, logits.astype(np.float32))
     metrics = measure(study, key, job.config["role"])
     metrics["train_seconds"] = result["train_seconds"]
-    if "dp_epsilon" in result:
-        metrics["dp_epsilon"] = result["dp_epsilon"]
+    for k in ("dp_epsilon", "dp_noise_multiplier"):
+        if k in result:
+            metrics[k] = result[k]
     study.store.put("model", job.config, {"state_dict": result["state_dict"], "history": result["history"],
                                           "metrics": metrics})
 

@@ -23,7 +23,7 @@ from .models import last_layer_head
 from .metrics import accuracy, ece, mmps, nll, overconfidence_error
 from .ood import PoolSpec, part_spec
 from .scores import Outputs, cached_logits, log_softmax, softmax
-from .store import atomic_write, config_key
+from .store import atomic_write
 
 if TYPE_CHECKING:
     from .study import Study
@@ -49,12 +49,20 @@ class Variant:
         tm = self.models[role]
         if self.laplace is None:
             return softmax(model_logits(study, tm, spec), self.temperature[role])
-        llla = study.profile.calibration.llla
-        cfg = {"laplace": self.laplace_keys[role], "pool": spec.config, "link": llla.link,
-               "n_samples": llla.n_samples, "seed": study.seed}
-        return study.store.get_or_make("llla_probs", cfg, lambda: calibration.llla_predict(
-            self.laplace[role], torch.as_tensor(model_features(study, tm, spec)), link=llla.link,
-            n_samples=llla.n_samples, seed=study.seed))
+        return np.exp(self.log_probs(study, role, spec))
+
+    def log_probs(self, study: Study, role: str, spec: PoolSpec) -> np.ndarray:
+        """float64 log-probabilities of the variant's `role` model on a pool (cached)."""
+        tm = self.models[role]
+        if self.laplace is None:
+            return log_softmax(model_logits(study, tm, spec), self.temperature[role])
+        n_samples = study.profile.calibration.llla.n_samples
+        link = self.info["link"]
+        cfg = {"laplace": self.laplace_keys[role], "pool": spec.config, "link": link, "n_samples": n_samples,
+               "seed": study.seed}
+        return study.store.get_or_make("llla_probs", cfg, lambda: calibration.llla_log_predict(
+            self.laplace[role], torch.as_tensor(model_features(study, tm, spec)), link=link,
+            n_samples=n_samples, seed=study.seed))
 
     def outputs(self, study: Study, role: str, spec: PoolSpec) -> Outputs:
         """Probabilities (and exact log-probabilities where logits exist) and labels on a pool."""
@@ -63,7 +71,8 @@ class Variant:
             logits = model_logits(study, self.models[role], spec)
             t = self.temperature[role]
             return Outputs(softmax(logits, t), labels, log_softmax(logits, t))
-        return Outputs(self.probs(study, role, spec), labels)
+        logp = self.log_probs(study, role, spec)
+        return Outputs(np.exp(logp), labels, logp)
 
 
 def model_logits(study: Study, tm: TrainedModel, spec: PoolSpec) -> np.ndarray:
@@ -128,12 +137,17 @@ def weight_decay_recipe(wd: float) -> Retrained:
     return Retrained(f"l2_{wd:g}", "weight_decay", float(wd), {"weight_decay": float(wd)})
 
 
-def dp_recipe(study: Study, epsilon: float) -> Retrained:
-    """Retrained with DP-SGD (Opacus) at budget (ε, δ = defenses.dp_delta)."""
+def dp_recipe(study: Study, epsilon: float | None) -> Retrained:
+    """Retrained with DP-SGD (Opacus) at budget (ε, δ = defenses.dp_delta); ε None: the clip-only control
+    (same epochs, batch size, Poisson sampling and clipping, no noise), named dp_clip."""
     d = study.profile.defenses
     changes = {"epochs": d.dp_epochs} if d.dp_epochs else {}
-    return Retrained(f"dp_{epsilon:g}", "dp", float(epsilon), changes,
-                     {"epsilon": float(epsilon), "delta": d.dp_delta, "max_grad_norm": d.dp_max_grad_norm})
+    dp = {"delta": d.dp_delta, "max_grad_norm": d.dp_max_grad_norm}
+    if d.dp_secure_mode:
+        dp["secure_mode"] = True
+    if epsilon is None:
+        return Retrained("dp_clip", "dp_clip", 0.0, changes, {**dp, "epsilon": None})
+    return Retrained(f"dp_{epsilon:g}", "dp", float(epsilon), changes, {**dp, "epsilon": float(epsilon)})
 
 
 def pair_requests(study: Study, name: str, recipe: Retrained | None = None) -> list[trained.ModelRequest]:
@@ -152,6 +166,7 @@ def retrained(study: Study, recipes: list[Retrained]) -> dict[str, Variant]:
         v = Variant(rc.name, rc.family, pair, info={"strength": rc.strength})
         if rc.dp:
             v.info["dp_epsilon_spent"] = {r: pair[r].metrics.get("dp_epsilon") for r in ROLES}
+            v.info["dp_noise_multiplier"] = {r: pair[r].metrics.get("dp_noise_multiplier") for r in ROLES}
         out[rc.name] = v
     return out
 
@@ -174,8 +189,9 @@ def dp_sgd(study: Study, epsilon: float) -> Variant:
 def profile_recipes(study: Study) -> list[Retrained]:
     """Every retrained variant the profile asks for (notebooks 06 and 07), in notebook order."""
     cal, d = study.profile.calibration, study.profile.defenses
+    dp = [dp_recipe(study, e) for e in d.dp_epsilons]
     return ([label_smoothing_recipe(e) for e in cal.label_smoothing] + [weight_decay_recipe(w) for w in d.weight_decay]
-            + [dp_recipe(study, e) for e in d.dp_epsilons])
+            + dp + ([dp_recipe(study, None)] if dp else []))
 
 
 def all_model_requests(study: Study) -> list[trained.ModelRequest]:
@@ -183,39 +199,86 @@ def all_model_requests(study: Study) -> list[trained.ModelRequest]:
     return pair_requests(study, "vanilla") + [r for rc in profile_recipes(study) for r in pair_requests(study, rc.name, rc)]
 
 
-def llla(study: Study) -> Variant:
-    """Last-layer Laplace (KFAC, laplace-torch) on the vanilla pair; prior by marglik or calibration grid."""
+LLLA_NAMES = {"paper": "llla", "marglik": "llla_marglik", "leaky": "llla_leaky"}
+LLLA_TUNED_ON = {"paper": "calibration", "leaky": "{role}_heldout"}  # grid arms: the split the prior is tuned on
+
+
+def tuning_noise(study: Study) -> PoolSpec:
+    """Uniform-noise images drawn only to tune the LLLA prior (labels -1), from a seed no pool uses."""
+    from .pools import normalize, uniform_noise
+    cfg = study.profile.calibration.llla
+    seed = int(np.random.SeedSequence([study.seed, 0x11A]).generate_state(1)[0])
+    info = study.info
+
+    def build() -> tuple[torch.Tensor, np.ndarray]:
+        raw = uniform_noise(cfg.n_noise, info.channels, info.size, seed)
+        return normalize(raw, info.mean, info.std), np.full(cfg.n_noise, -1, np.int64)
+    return PoolSpec("llla_tuning_noise", "tuning only", {"pool": "llla_tuning_noise", "n": cfg.n_noise, "seed": seed,
+                                                         "size": info.size}, build)
+
+
+def assert_disjoint_from_pools(tuning: PoolSpec, pools: dict[str, PoolSpec]) -> None:
+    """Raise if the tuning noise shares a seed or an image with an evaluated pool."""
+    for name, spec in pools.items():
+        if spec.config == tuning.config or (spec.config.get("seed") == tuning.config["seed"] and name == "uniform"):
+            raise ValueError(f"LLLA tuning noise overlaps the evaluated pool {name!r}")
+    if "uniform" in pools:
+        x, _ = tuning.build()
+        u, _ = pools["uniform"].build()
+        same = (x.flatten(1)[:, None, :64] == u.flatten(1)[None, :, :64]).all(-1).any()
+        if bool(same):
+            raise ValueError("LLLA tuning noise repeats an image of the evaluated 'uniform' pool")
+
+
+def llla(study: Study, arm: str = "paper") -> Variant:
+    """Last-layer Laplace (laplace-torch, on cached penultimate features) on the vanilla pair.
+
+    arm "paper": prior precision on a grid by NLL on the calibration split + ood_weight x the noise
+    NLL (the paper's objective, without its leak); "marglik": prior by marginal likelihood, probit;
+    "leaky": the paper's exact recipe, the prior tuned on the very non-members the attack is then
+    evaluated on (held-out), marked leaky and excluded from verdicts.
+    """
+    if arm not in LLLA_NAMES:
+        raise ValueError(f"llla: unknown arm {arm!r}; use one of {list(LLLA_NAMES)}")
     base = vanilla(study)
     cfg = study.profile.calibration.llla
+    prior = "marglik" if arm == "marglik" else "grid"
+    link = "probit" if arm == "marglik" else cfg.link
+    noise = tuning_noise(study) if prior == "grid" and cfg.ood_weight > 0 else None
     results: dict[str, Any] = {}
     keys: dict[str, str] = {}
     meta: dict[str, dict[str, Any]] = {}
     for role in ROLES:
         tm = base.models[role]
-        config = {"model": tm.key, **dataclasses.asdict(cfg), "seed": study.seed, "fitted_on": "features"}
-        keys[role] = config_key("laplace", config)
-        model = last_layer_head(tm.model).to(study.device)
+        tuned_on = LLLA_TUNED_ON.get(arm, "").format(role=role) or None
+        config = {"model": tm.key, "arm": arm, "hessian_structure": cfg.hessian_structure, "prior": prior,
+                  "link": link, "n_samples": cfg.n_samples, "grid": list(cfg.grid), "tuned_on": tuned_on,
+                  "noise": noise.config if noise else None, "ood_weight": cfg.ood_weight, "seed": study.seed}
+        keys[role] = study.store.path("laplace", config).stem
+        head = last_layer_head(tm.model).to(study.device)
         state = study.store.get("laplace", config)
         if state is not None:
-            results[role] = calibration.load_llla(model, state["llla"])
+            results[role] = calibration.load_llla(head, state["llla"])
             meta[role] = state["meta"]
             continue
 
-        def loader(part: str, tm: TrainedModel = tm) -> DataLoader:
-            feats = torch.as_tensor(model_features(study, tm, part_spec(study, part)))
-            return DataLoader(TensorDataset(feats, torch.as_tensor(study.labels(part))), batch_size=256)
-        train_loader = loader(f"{role}_train")
-        calib = loader("calibration") if cfg.prior == "grid" else None
-        res = calibration.fit_llla(model, train_loader, hessian_structure=cfg.hessian_structure,
-                                   prior=cfg.prior, calib_loader=calib, link=cfg.link,
-                                   n_samples=cfg.n_samples, seed=study.seed,
-                                   **({"grid": tuple(cfg.grid)} if cfg.prior == "grid" else {}))
-        meta[role] = {"prior_precision": res.prior_precision, "prior_method": res.prior_method,
-                      "backend": res.backend, "on_grid_edge": res.on_grid_edge, "grid": res.grid,
-                      "grid_nll": res.grid_nll, "log_marglik": res.log_marglik}
+        def loader(spec: PoolSpec, tm: TrainedModel = tm) -> DataLoader:
+            feats = torch.as_tensor(model_features(study, tm, spec))
+            labels = torch.as_tensor(study.store.get_or_make("labels", spec.config, spec.labels))
+            return DataLoader(TensorDataset(feats, labels), batch_size=512)
+        kw: dict[str, Any] = {}
+        if prior == "grid":
+            kw = {"grid": tuple(cfg.grid), "calib_loader": loader(part_spec(study, tuned_on)),
+                  "ood_loader": loader(noise) if noise else None, "ood_weight": cfg.ood_weight}
+        res = calibration.fit_llla(head, loader(part_spec(study, f"{role}_train")), hessian_structure=cfg.hessian_structure,
+                                   prior=prior, link=link, n_samples=cfg.n_samples, seed=study.seed, **kw)
+        meta[role] = {"arm": arm, "prior_precision": res.prior_precision, "prior_method": res.prior_method,
+                      "tuned_on": tuned_on, "link": link, "backend": res.backend, "on_grid_edge": res.on_grid_edge,
+                      "grid": res.grid, "grid_nll": res.grid_nll, "log_marglik": res.log_marglik}
         study.store.put("laplace", config, {"llla": calibration.llla_state(res), "meta": meta[role]})
         results[role] = res
-    return Variant("llla", "llla", base.models, laplace=results, laplace_keys=keys, info={"laplace": meta})
+    return Variant(LLLA_NAMES[arm], "llla", base.models, laplace=results, laplace_keys=keys,
+                   info={"laplace": meta, "link": link, "leaky": arm == "leaky", "arm": arm})
 
 
 # --------------------------------------------------------------------------------------- evaluation
@@ -291,6 +354,7 @@ def save_samples(study: Study, variant: Variant, pools: dict[str, PoolSpec], sam
     """Write samples/<variant>.npz atomically, with what identifies its sets (pool bases) as JSON metadata."""
     import json
     meta = {"variant": variant.name, "family": variant.family, "strength": variant.info.get("strength"),
+            "leaky": bool(variant.info.get("leaky", False)),
             "seed": study.seed, "pools": list(pools),
             "base": {name: ("heldout" if spec.config.get("from") == study.part_pool("target_heldout")
                             or name == "heldout" else name) for name, spec in pools.items()},

@@ -160,3 +160,54 @@ def test_06_smoke_results(smoke_run):
     for name in ("06_reliability_diagrams", "06_calibration_tradeoff", "06_fpr_by_pool"):
         path = smoke_run / "figures" / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 10_000, name
+
+
+def test_llla_tuning_noise_is_disjoint_from_every_pool(tiny_study):
+    from mia_nb import ood
+    study = tiny_study
+    pools = ood.pool_specs(study)
+    noise = variants.tuning_noise(study)
+    variants.assert_disjoint_from_pools(noise, pools)  # the study's own pools: no overlap
+    clash = {"uniform": dataclasses.replace(pools["uniform"], config={**pools["uniform"].config, "seed": noise.config["seed"]},
+                                            build=noise.build)}
+    with pytest.raises(ValueError, match="overlaps|repeats"):
+        variants.assert_disjoint_from_pools(noise, clash)
+
+
+def test_llla_log_probabilities_have_no_ties_where_float32_probabilities_do():
+    """A confident model: its float32 softmax rounds many max scores to exactly 1.0; the LLLA path's float64
+    log-probabilities keep them apart, so the attacks can rank them."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mia_nb import calibration
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 8, generator=g)
+    y = (x[:, 0] > 0).long()
+    head = nn.Sequential(nn.Identity(), nn.Linear(8, 2))
+    with torch.no_grad():
+        head[1].weight.copy_(torch.tensor([[-10.0] + [0.0] * 7, [10.0] + [0.0] * 7]))  # margins 20|x|
+        head[1].bias.zero_()
+    res = calibration.fit_llla(head, DataLoader(TensorDataset(x, y), batch_size=100), prior="marglik", seed=0)
+    p32 = torch.softmax(head(x), dim=1).max(1).values.detach().numpy()
+    assert (p32 == 1.0).sum() > 50  # ties at 1.0 in float32
+    from mia_nb.attacks import ThresholdAttack
+    from mia_nb.scores import Outputs
+    logp = calibration.llla_log_predict(res, x, link="mc", n_samples=200, seed=0)
+    assert logp.dtype == np.float64 and np.isfinite(logp).all()
+    score = ThresholdAttack().score(Outputs(np.exp(logp), y.numpy(), logp))  # what the attack ranks by
+    tied = p32 == 1.0
+    assert len(np.unique(score[tied])) == tied.sum()  # every float32 tie broken
+    np.testing.assert_allclose(np.exp(logp).sum(1), 1.0, rtol=1e-9)
+
+
+def test_the_leaky_llla_arm_is_excluded_from_verdicts():
+    from test_claims import null_seed
+
+    from mia_nb import claims
+    s = null_seed()
+    s.arrays["llla_leaky"] = {k: v.copy() for k, v in s.arrays["llla"].items()}
+    s.meta["llla_leaky"] = {**s.meta["llla"], "variant": "llla_leaky", "leaky": True}
+    ids = [c.id for c in claims.build_claims([s])]
+    assert any(i.endswith("_llla") for i in ids) and not any("leaky" in i for i in ids)

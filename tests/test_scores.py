@@ -102,3 +102,15 @@ def test_log_softmax_matches_and_keeps_tiny_gaps():
     big = np.array([[50.0, 0.0, 0.0], [60.0, 0.0, 0.0]])
     lp = log_softmax(big)
     assert lp[0, 0] < lp[1, 0] < 0  # softmax gives 1.0 for both
+
+
+def test_log_rest_is_log_one_minus_max_and_orders_saturated_rows():
+    from mia_nb.scores import log_rest, log_softmax
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 5))
+    lp = log_softmax(z)
+    np.testing.assert_allclose(log_rest(lp), np.log1p(-np.exp(lp).max(1)), rtol=1e-9)
+    big = np.array([[0.0, -60.0, -60.0], [0.0, -50.0, -50.0], [0.0, -40.0, -40.0]])  # a top log-prob rounded to 0
+    assert (big.max(1) == 0).all()  # (as an MC average in log space gives it): log of the max score ties
+    r = log_rest(big)
+    assert np.all(np.diff(r) > 5)  # log(1 - p) still can: about -60, -50, -40 (+ log 2)
