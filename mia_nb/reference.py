@@ -166,7 +166,7 @@ def _gaussians(ref: np.ndarray, in_mask: np.ndarray, fixed_variance: bool, in_sh
     n_out, mu_out, ss_out = _side(ref, ~in_mask)
     if (need_in and np.any(n_in == 0)) or np.any(n_out == 0):
         shift = global_in_shift(ref, in_mask) if in_shift is None else float(in_shift)
-        mu_in = np.where(n_in > 0, mu_in, mu_out)
+        mu_in = np.where(n_in > 0, mu_in, mu_out + shift)
         mu_out = np.where(n_out > 0, mu_out, mu_in - shift)
     g_in = _pooled_std(ref, in_mask, n_in, ss_in)
     g_out = _pooled_std(ref, ~in_mask, n_out, ss_out)
