@@ -130,6 +130,16 @@ class DefensesConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    k: int = 0  # reference models per target (even, complementary pairs); 0 = no LiRA / RMIA (notebook 09)
+    seeds: tuple[int, ...] = ()  # which seeds get reference models; empty = the first seed only
+    tta_flip: bool = False  # LiRA test-time augmentation by horizontal flip (off for Fashion-MNIST)
+    rmia_gamma: float = 2.0  # RMIA's likelihood-ratio threshold against population samples
+    rmia_a: Optional[float] = None  # RMIA's offline constant; None = chosen on the reference models only
+    k_curve: tuple[int, ...] = (2, 4, 8, 16)  # TPR as K grows (values above k are skipped)
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     backend: str = "joblib"  # joblib (local processes) | ray (a Ray cluster, `pip install -e .[ray]`)
     address: Optional[str] = None  # ray only: "auto", "host:port" or "ray://host:port"; None = a local Ray
@@ -151,6 +161,7 @@ class Profile:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     defenses: DefensesConfig = field(default_factory=DefensesConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    reference_models: ReferenceConfig = field(default_factory=ReferenceConfig)
     source: str = ""  # the YAML file this came from (set by load_profile)
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,6 +371,17 @@ def validate(p: Profile) -> Profile:
     _each("defenses.dp_epsilons", d.dp_epsilons, _positive)
     _positive("defenses.dp_max_grad_norm", d.dp_max_grad_norm)
     _at_least("defenses.dp_epochs", d.dp_epochs, 0, "; 0 = train.epochs")
+    r = p.reference_models
+    _need(r.k >= 0 and r.k % 2 == 0, "reference_models.k", r.k, "not an even number >= 0",
+          "0 (none) or an even count: models come in complementary pairs")
+    for i, s_ in enumerate(r.seeds):
+        _need(s_ in (p.seeds or (p.seed,)), f"reference_models.seeds[{i}]", s_, "not a seed of this profile",
+              f"one of {list(p.seeds or (p.seed,))}")
+    _need(r.rmia_gamma > 0, "reference_models.rmia_gamma", r.rmia_gamma, "not positive", "greater than 0")
+    _need(r.rmia_a is None or 0 <= r.rmia_a <= 1, "reference_models.rmia_a", r.rmia_a, "outside [0, 1]",
+          "a number in [0, 1], or leave it out to choose it on the reference models")
+    for i, k_ in enumerate(r.k_curve):
+        _need(k_ >= 2 and k_ % 2 == 0, f"reference_models.k_curve[{i}]", k_, "not an even number >= 2", "2, 4, 8, ...")
     _need(0 < d.dp_delta < 1, "defenses.dp_delta", d.dp_delta, "outside (0, 1)", "a probability, e.g. 1e-5")
     _need(not d.dp_secure_mode or importlib.util.find_spec("torchcsprng") is not None, "defenses.dp_secure_mode",
           d.dp_secure_mode, "needs torchcsprng, which is not installed", "false, or pip install torchcsprng")

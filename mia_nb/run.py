@@ -51,11 +51,11 @@ def select(notebooks: list[Path], only: str | None) -> list[Path]:
 def preflight(profile: Profile) -> None:
     """Checks that need data but no computation: data root, dataset, extra datasets and fake folder
     present, split sizes fit. Runs before any notebook; every failure is one line naming the key."""
-    from . import data
+    from . import data, splits
     data.check_data_available(profile, REPO_ROOT)
     info = data.dataset_info(profile)
     if info.n_images:
-        data.check_split_sizes(data.split_sizes(profile), info.n_images, profile.data.dataset)
+        splits.check_split_sizes(splits.split_sizes(profile), info.n_images, profile.data.dataset)
 
 
 def execute(notebook: Path, out: Path, params: dict, cwd: Path) -> None:
@@ -70,8 +70,16 @@ def execute(notebook: Path, out: Path, params: dict, cwd: Path) -> None:
 # the kernel logs only critical messages: no "running over TCP without encryption" warning per notebook and
 # no "KeyboardInterrupt caught" line when it is shut down (cell errors still reach the runner)
 KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
-SUMMARY_FROM = 8  # notebooks numbered from here on summarise a run (once, over all seeds)
+SUMMARY = ("08",)  # notebooks that summarise a run: once, over all seeds, after every per-seed notebook
 TRAIN_BEFORE = 2  # after the notebooks before this one (data prep) ran for every seed, the runner trains
+
+
+def applies(notebook: Path, profile: Profile, seed: int) -> bool:
+    """Whether a per-seed notebook runs for a seed: 09 only where the profile gives reference models."""
+    if notebook.name[:2] != "09":
+        return True
+    r = profile.reference_models
+    return r.k > 0 and seed in (r.seeds or (seeds_of(profile)[0],))
 
 
 def train_models(profile: Profile, outputs_root: Path, seeds: tuple[int, ...], quiet: bool = False) -> int:
@@ -81,17 +89,19 @@ def train_models(profile: Profile, outputs_root: Path, seeds: tuple[int, ...], q
     Seeds whose splits are not drawn yet are skipped (their notebooks train what they need).
     Returns the number of jobs run.
     """
-    from . import ood, trained, variants
-    from .data import assert_same_shared_parts
+    from . import gan, trained, variants
+    from .splits import assert_same_shared_parts
     from .study import Study
     studies = [Study(profile, outputs_root, seed) for seed in seeds]
     studies = [st for st in studies if (st.dir / "data" / "splits.npz").is_file()]
     if not studies:
         return 0
     assert_same_shared_parts({st.seed: st.splits for st in studies})
-    models = [item for st in studies for item in trained.missing(st, variants.all_model_requests(st))]
+    from . import refmodels
+    models = [item for st in studies
+              for item in trained.missing(st, variants.all_model_requests(st) + refmodels.requests(st))]
     models.sort(key=lambda item: not item[0].config.get("dp"))  # the slowest jobs first
-    items = ood.missing_gan(studies[0]) + models
+    items = gan.missing_gan(studies[0]) + models
     if items and not quiet:
         print(f"training {len(items)} models through the engine ({profile.engine.backend})", flush=True)
     trained.run_missing(items, profile.engine, desc="models", progress=not quiet)
@@ -115,15 +125,15 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     outputs_root = Path(outputs_root).resolve() if outputs_root else REPO_ROOT / "outputs"
     if outputs_root.exists() and not outputs_root.is_dir():
         raise ConfigError(f"--outputs: {outputs_root} is a file, got {str(outputs_root)!r} (name a folder)")
-    per_seed = [nb for nb in notebooks if int(nb.name[:2]) < SUMMARY_FROM]
-    summary = [nb for nb in notebooks if int(nb.name[:2]) >= SUMMARY_FROM]
+    per_seed = [nb for nb in notebooks if nb.name[:2] not in SUMMARY]
+    summary = [nb for nb in notebooks if nb.name[:2] in SUMMARY]
     seeds = seeds_of(profile)
     base = inside(outputs_root, profile.name)  # the name is checked at load; this guards the guard
     first = [nb for nb in per_seed if int(nb.name[:2]) < TRAIN_BEFORE]
     later = [nb for nb in per_seed if int(nb.name[:2]) >= TRAIN_BEFORE]
     run_dir = {seed: base / f"seed_{seed}" if len(seeds) > 1 else base for seed in seeds}
     jobs = [(nb, seed, run_dir[seed]) for seed in seeds for nb in first]
-    jobs += [(nb, seed, run_dir[seed]) for seed in seeds for nb in later]
+    jobs += [(nb, seed, run_dir[seed]) for seed in seeds for nb in later if applies(nb, profile, seed)]
     jobs += [(nb, -1, base) for nb in summary]
     done: list[Path] = []
     for i, (nb, seed, run_dir) in enumerate(jobs):
@@ -262,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"README.md findings refreshed from {profile.name}'s report/summary.md; {n} figures copied to docs/figures")
         return 0
     if args.command == "data":
-        from .data import install_fashion_mnist
+        from .install import install_fashion_mnist
         try:
             raw = install_fashion_mnist(Path(args.root))
         except ConfigError as err:

@@ -138,3 +138,21 @@ def test_the_same_call_runs_on_a_local_ray_instance():
                 assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     finally:
         ray.shutdown()
+
+
+def test_lira64_profile_validates_and_starts(tmp_path):
+    """The 64-reference-model cluster profile: loads, passes the Ray checks, and runs its first notebook here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mia_nb.config import load_profile
+    repo = Path(__file__).resolve().parents[1]
+    p = load_profile(repo / "params" / "lira64.yaml")
+    assert p.engine.backend == "ray" and p.reference_models.k == 64
+    check_ray(p.engine)
+    proc = subprocess.run([sys.executable, "-m", "mia_nb", "run", "--params", str(repo / "params" / "lira64.yaml"),
+                           "--only", "01", "--outputs", str(tmp_path)], cwd=repo, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "lira64" / "seed_42" / "data" / "splits.npz").is_file()

@@ -38,9 +38,13 @@ def test_02_03_models(smoke_run):
 def test_08_claims_and_report(smoke_run):
     claims = pd.read_csv(smoke_run / "results" / "claims.csv")
     assert len(claims) >= 8
-    assert {"claim", "measured", "reference", "verdict", "paper"} <= set(claims.columns)
-    assert set(claims.verdict) <= {"holds", "does not hold", "inconclusive", "not measured"}
+    assert {"id", "claim", "measured", "ci_lo", "ci_hi", "side", "band", "verdict", "paper"} <= set(claims.columns)
+    from mia_nb.claims import VERDICTS
+    assert set(claims.verdict) <= set(VERDICTS)
     assert (claims.verdict != "not measured").sum() >= 8, claims[["claim", "verdict"]]
+    assert claims.id.str.startswith("ref_").any()  # notebook 09's claims, from the 2-model reference run
+    summary = (smoke_run / "report" / "summary.md").read_text()
+    assert "## What the study shows" in summary and f"{len(claims)} tested" in summary
     index = (smoke_run / "report" / "index.html").read_text()
     from mia_nb.report import KEY_FIGURES
     for name in KEY_FIGURES:  # every key figure the notebooks make is shown on the index page
@@ -67,3 +71,16 @@ def test_04_attacks(smoke_run):
     assert rows.set_index("attack").threshold.drop("salem").notna().all()
     for name in ("04_roc_curves", "04_max_score_distributions", "04_threshold_explorer"):
         assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
+
+
+def test_09_reference_attacks_two_models(smoke_run):
+    table = pd.read_csv(smoke_run / "results" / "09_reference_attacks.csv")
+    assert set(table.attack) == {"lira_online", "lira_offline", "rmia", "threshold", "loss"}
+    assert (table.k == 2).all() and table.fpr.between(0, 1).all()
+    assert {"heldout", "permuted", "uniform"} <= set(table.set)
+    z = np.load(smoke_run / "samples" / "vanilla_ref.npz")
+    assert "lira_online@1pct/member/uniform" in z.files and "rmia/score/members" in z.files
+    models = list((smoke_run / "store" / "model").glob("*.pt"))
+    assert len(models) >= 2 + 2  # target, shadow, and the two reference models at least
+    for name in ("09_reference_example", "09_roc", "09_fpr_heatmap_1pct", "09_tpr_vs_k"):
+        assert (smoke_run / "figures" / f"{name}.png").is_file(), name

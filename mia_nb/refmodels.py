@@ -1,0 +1,214 @@
+"""Reference models for LiRA and RMIA, and their attacks on every pool at matched operating points.
+
+The population is the target's members plus as many of its held-out images (the first ones), so each
+random half has the target's training-set size. K reference models train with the target's recipe on
+halves in complementary pairs (every candidate IN for exactly K/2 models); the remaining held-out
+images are OUT for every model, and half of them fix the operating points (1% and 0.1% FPR) that the
+other half and every OOD pool are measured at. Every attack is a function of cached logits
+(`mia_nb.reference`); this module gathers them and writes the per-image arrays notebook 08 tests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from . import paired, reference, trained
+from .metrics import LOW_FPRS
+from .ood import PoolSpec, part_spec
+
+if TYPE_CHECKING:
+    from .study import Study
+    from .variants import Variant
+
+VARIANT = "vanilla_ref"  # the per-image arrays of the reference-model attacks, beside samples/vanilla.npz
+ATTACKS = ("lira_online", "lira_offline", "rmia", "threshold", "loss")
+
+
+def enabled(study: Study) -> bool:
+    """Whether this seed gets reference models (`reference_models.k` > 0 and the seed is listed)."""
+    r = study.profile.reference_models
+    seeds = r.seeds or ((study.profile.seeds or (study.profile.seed,))[0],)
+    return r.k > 0 and study.seed in seeds
+
+
+def population(study: Study) -> np.ndarray:
+    """Pool indices of the candidates: the target's members, then the first n_train held-out images."""
+    members = study.splits["target_train"]
+    heldout = study.splits["target_heldout"]
+    if len(heldout) < len(members):
+        raise ValueError(f"reference_models: need at least {len(members)} held-out images for the population, "
+                         f"have {len(heldout)} (raise splits.target_heldout)")
+    return np.concatenate([members, heldout[:len(members)]])
+
+
+def in_mask(study: Study) -> np.ndarray:
+    """[K, |population|]: complementary random halves, seeded by the study seed."""
+    return reference.complementary_splits(population(study), study.profile.reference_models.k, seed=study.seed)
+
+
+def requests(study: Study) -> list[trained.ModelRequest]:
+    """The K reference models of this seed (none when the seed has no reference models)."""
+    if not enabled(study):
+        return []
+    pop, mask = population(study), in_mask(study)
+    return [trained.ModelRequest(f"ref_{k}", "vanilla", indices=np.sort(pop[mask[k]])) for k in range(len(mask))]
+
+
+@dataclass
+class Candidates:
+    """One set of images: the target's and every reference model's logits, labels, IN mask."""
+
+    target: np.ndarray  # [N, C]
+    refs: np.ndarray  # [K, N, C]
+    labels: np.ndarray  # [N], -1 resolved to the target's prediction
+    mask: np.ndarray  # [K, N]
+
+
+def flipped(spec: PoolSpec) -> PoolSpec:
+    """The pool mirrored left-right (test-time augmentation: logits are averaged over the two views)."""
+    def build() -> tuple[Any, np.ndarray]:
+        x, y = spec.build()
+        return x.flip(-1), y
+    return PoolSpec(f"{spec.name}~flip", spec.group, {**spec.config, "flip": True}, build)
+
+
+def gather(study: Study, vanilla: Variant, refs: list[trained.TrainedModel],
+           pools: dict[str, PoolSpec]) -> dict[str, Candidates]:
+    """Logits of the target and the references on members, held-out, the population z (calibration) and pools."""
+    from .variants import model_logits
+    n_train, mask = len(study.splits["target_train"]), in_mask(study)
+    specs = {"members": part_spec(study, "target_train"), **pools, "population_z": part_spec(study, "calibration")}
+    flip = study.profile.reference_models.tta_flip
+    out = {}
+    for name, spec in specs.items():
+        views = [spec, flipped(spec)] if flip else [spec]
+        t = np.mean([model_logits(study, vanilla.models["target"], v) for v in views], axis=0)
+        r = np.stack([np.mean([model_logits(study, m, v) for v in views], axis=0) for m in refs])
+        labels = reference.resolve_labels(t, study.store.get_or_make("labels", spec.config, spec.labels))
+        m = np.zeros((len(refs), len(t)), dtype=bool)
+        if name == "members":
+            m = mask[:, :n_train]
+        elif name == "heldout":
+            m[:, :n_train] = mask[:, n_train:]
+        out[name] = Candidates(t, r, labels, m)
+    return out
+
+
+def scores(data: dict[str, Candidates], k: int | None = None, gamma: float = 2.0,
+           a: float | None = None) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+    """Every reference attack's score per set (higher = member), using the first k references; and RMIA's a."""
+    def sub(c: Candidates) -> Candidates:
+        return c if k is None else Candidates(c.target, c.refs[:k], c.labels, c.mask[:k])
+    data = {n: sub(c) for n, c in data.items()}
+    cand, z = data["members"], data["population_z"]
+    if a is None:  # chosen on the reference models only: candidates = members + held-out in the population
+        h = data["heldout"]
+        n_pop = cand.mask.shape[1] + h.mask[:, h.mask.any(0)].shape[1]
+        refs_p = np.concatenate([reference.true_class_prob(cand.refs, cand.labels),
+                                 reference.true_class_prob(h.refs, h.labels)[:, :n_pop - cand.mask.shape[1]]], axis=1)
+        mask_p = np.concatenate([cand.mask, h.mask[:, :n_pop - cand.mask.shape[1]]], axis=1)
+        a = reference.choose_rmia_a(refs_p, mask_p, reference.true_class_prob(z.refs, z.labels), gamma=gamma)
+    fixed = len(cand.refs) < 64
+    shift = reference.global_in_shift(reference.logit_scaled_confidence(cand.refs, cand.labels), cand.mask)
+    pz_t, pz_r = reference.true_class_prob(z.target, z.labels), reference.true_class_prob(z.refs, z.labels)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, c in data.items():
+        if name == "population_z":
+            continue
+        ts, rs = reference.logit_scaled_confidence(c.target, c.labels), reference.logit_scaled_confidence(c.refs, c.labels)
+        out[name] = {
+            "lira_online": reference.lira_online(ts, rs, c.mask, fixed_variance=fixed, in_shift=shift),
+            "lira_offline": reference.lira_offline(ts, rs, c.mask, fixed_variance=fixed),
+            "rmia": reference.rmia_scores(reference.true_class_prob(c.target, c.labels),
+                                          reference.true_class_prob(c.refs, c.labels), c.mask, pz_t, pz_r,
+                                          gamma=gamma, a=a, offline=True),
+        }
+    return out, float(a)
+
+
+def operating_points(heldout_scores: np.ndarray, n_train: int, seed: int) -> tuple[dict[str, float], np.ndarray]:
+    """Thresholds at 1% and 0.1% FPR fixed on half A of the held-out images that are OUT for every model;
+    returns them and the mask (over all held-out images) of half B, where they are checked."""
+    out_all = np.arange(n_train, len(heldout_scores))
+    _, held_b = paired.split_threshold(heldout_scores[out_all], 0.01, seed)
+    fit = out_all[~held_b]
+    thresholds = {suffix: reference.threshold_at_fpr(heldout_scores[fit], alpha) for suffix, alpha in LOW_FPRS.items()}
+    check = np.zeros(len(heldout_scores), dtype=bool)
+    check[out_all[held_b]] = True
+    return thresholds, check
+
+
+def evaluate(study: Study, vanilla: Variant, refs: list[trained.TrainedModel],
+             pools: dict[str, PoolSpec]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Reference attacks and the paper's threshold / loss attacks on members vs every pool.
+
+    Rows: AUROC (members vs held-out), TPR at 1% / 0.1% FPR with Clopper–Pearson intervals, and each pool's
+    FPR at the operating points fixed on held-out data. Writes samples/vanilla_ref.npz for notebook 08.
+    """
+    from .attacks import LossAttack, ThresholdAttack
+    from .scores import log_softmax
+    from .variants import SAMPLES_DIR
+    cfg = study.profile.reference_models
+    data = gather(study, vanilla, refs, pools)
+    ref_scores, a = scores(data, gamma=cfg.rmia_gamma, a=cfg.rmia_a)
+    n_train = len(study.splits["target_train"])
+    arrays: dict[str, np.ndarray] = {}
+    rows = []
+    sets = ["members", *pools]
+    for name in sets:
+        o = vanilla.outputs(study, "target", part_spec(study, "target_train") if name == "members" else pools[name])
+        ref_scores[name]["threshold"] = ThresholdAttack().score(o)
+        ref_scores[name]["loss"] = LossAttack().score(o)
+        arrays[f"conf/{name}"] = o.probs.max(1).astype(np.float64)
+    for attack in ATTACKS:
+        thresholds, check = operating_points(ref_scores["heldout"][attack], n_train, study.seed)
+        pos, neg = ref_scores["members"][attack], ref_scores["heldout"][attack]
+        row = {"attack": attack, "k": len(refs), "auroc": float(paired.auroc(pos, neg))}
+        for suffix, alpha in LOW_FPRS.items():
+            t = paired.tpr_at_fpr(pos, neg[n_train:], alpha, study.seed)
+            row.update({f"tpr_at_{suffix}_fpr": t["tpr"], f"tpr_at_{suffix}_fpr_lo": t["tpr_lo"],
+                        f"tpr_at_{suffix}_fpr_hi": t["tpr_hi"]})
+        for name in sets:
+            s = ref_scores[name][attack]
+            arrays[f"{attack}/score/{name}"] = np.asarray(s, dtype=np.float64)
+            for suffix, thr in thresholds.items():
+                flags = s > thr
+                arrays[f"{attack}@{suffix}/member/{name}"] = flags
+                if name != "members":
+                    rows.append({**row, "set": name, "operating_point": suffix,
+                                 "fpr": float((flags[check] if name == "heldout" else flags).mean())})
+    table = pd.DataFrame(rows)
+    meta = {"variant": VARIANT, "family": "reference", "strength": len(refs), "leaky": False, "seed": study.seed,
+            "pools": list(pools), "base": {n: ("heldout" if s.config.get("from") == study.part_pool("target_heldout")
+                                               or n == "heldout" else n) for n, s in pools.items()},
+            "groups": {n: s.group for n, s in pools.items()}, "rmia_a": a}
+    from .store import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+    atomic_write(study.folder(SAMPLES_DIR) / f"{VARIANT}.npz", write)
+    return table, {"data": data, "scores": ref_scores, "rmia_a": a}
+
+
+def k_curve(study: Study, data: dict[str, Candidates], a: float) -> pd.DataFrame:
+    """TPR at 0.1% and 1% FPR and AUROC of LiRA (online, offline) and RMIA with the first k reference models."""
+    cfg = study.profile.reference_models
+    n_train = len(study.splits["target_train"])
+    rows = []
+    for k in [k for k in cfg.k_curve if k <= cfg.k]:
+        s, _ = scores(data, k=k, gamma=cfg.rmia_gamma, a=a)
+        for attack in ("lira_online", "lira_offline", "rmia"):
+            pos, neg = s["members"][attack], s["heldout"][attack]
+            r = {"k": k, "attack": attack, "auroc": float(paired.auroc(pos, neg))}
+            for suffix, alpha in LOW_FPRS.items():
+                t = paired.tpr_at_fpr(pos, neg[n_train:], alpha, study.seed)
+                r.update({f"tpr_at_{suffix}_fpr": t["tpr"], f"tpr_at_{suffix}_fpr_lo": t["tpr_lo"],
+                          f"tpr_at_{suffix}_fpr_hi": t["tpr_hi"]})
+            rows.append(r)
+    return pd.DataFrame(rows)
