@@ -1,29 +1,22 @@
-"""Datasets, the pool of images a study draws from, and its seeded stratified splits.
+"""Datasets: their registry, their loaders, and the pool of images a study draws from.
 
 A pool is every labelled image of the study's dataset, kept in memory as uint8 `[N, C, H, W]`
 (fast path: no per-sample decoding in the training loop). `to_input` turns a uint8 batch into
-model input (float, normalised with the dataset's mean / std).
+model input (float, normalised with the dataset's mean / std). Fashion-MNIST's installer is
+`mia_nb.install`; the seeded splits of a pool are `mia_nb.splits`.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 
-from . import REPO_ROOT
-from .config import SPLIT_PARTS, ConfigError, Profile
-from .store import atomic_write, write_json
+from .config import ConfigError, Profile
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -91,52 +84,7 @@ def data_root(p: Profile, repo_root: Path) -> Path:
     return resolve(p.data.root, repo_root)
 
 
-def check_data_root(root: Path, repo_root: Path, key: str = "data.root", given: str | None = None) -> Path:
-    """The data folder must be an existing folder, or the repository's own data/ (made on first install).
-
-    This is what stops a mistyped root from being filled with a fresh copy of the data: nothing is
-    ever written into a data folder that does not exist yet, except the default one.
-    """
-    root = Path(root)
-    expected = Path(repo_root) / "data"
-    given = str(root) if given is None else given
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"{key}: {root} is a file, not a folder, got {given!r} (name the data folder, "
-                          f"e.g. {expected})")
-    if not root.exists() and root.resolve() != expected.resolve():
-        raise ConfigError(f"{key}: folder {root} does not exist, got {given!r} (expected {expected} or another "
-                          f"existing folder; typo? create the folder first if you mean it)")
-    return root
-
-
-# ---------------------------------------------------------------------------------------- Fashion-MNIST
-
-def ensure_fashion_mnist(root: Path, download: bool = False, debian_dir: Path = DEBIAN_FASHION_MNIST) -> Path:
-    """Make sure torchvision's FashionMNIST/raw files exist under `root`; return the raw folder.
-
-    Filled, in order, from what is already there, from Debian's `dataset-fashion-mnist` files, or
-    (when `download`) by torchvision; otherwise a one-line error lists the three ways.
-    """
-    raw = Path(root) / "FashionMNIST" / "raw"
-    if all((raw / name).is_file() for name in FASHION_FILES):
-        return raw
-    if all((debian_dir / f"{name}.gz").is_file() for name in FASHION_FILES):
-        raw.mkdir(parents=True, exist_ok=True)
-        for name in FASHION_FILES:
-            def unzip(tmp: str, src: Path = debian_dir / f"{name}.gz") -> None:
-                with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
-            atomic_write(raw / name, unzip)
-        return raw
-    if download:
-        from torchvision.datasets import FashionMNIST
-        FashionMNIST(str(root), train=True, download=True)
-        FashionMNIST(str(root), train=False, download=True)
-        return raw
-    raise ConfigError(
-        f"data.root: Fashion-MNIST not found in {raw}; install it with `apt-get install dataset-fashion-mnist`, "
-        f"or set data.download: true (needs internet), or copy the four idx files into {raw}")
-
+# ---------------------------------------------------------------------------------------- loaders
 
 def _from_arrays(images: np.ndarray | torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Arrays in HWC / HW layout → uint8 NCHW tensor and int64 labels."""
@@ -151,6 +99,8 @@ def _from_arrays(images: np.ndarray | torch.Tensor, labels: Any) -> tuple[torch.
 def load_fashion_mnist(root: Path, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """All 70,000 Fashion-MNIST images (train then test) as uint8 [N,1,28,28] and labels."""
     from torchvision.datasets import FashionMNIST
+
+    from .install import ensure_fashion_mnist
     ensure_fashion_mnist(root, download)
     parts = [FashionMNIST(str(root), train=t, download=False) for t in (True, False)]
     return (torch.cat([d.data.unsqueeze(1) for d in parts]).to(torch.uint8),
@@ -257,6 +207,7 @@ def check_data_available(p: Profile, repo_root: Path) -> None:
     Covers the study's dataset, every `ood.extra_datasets` entry and `ood.fake_folder`. Writes only
     when Fashion-MNIST is unpacked from Debian's files, and only after the data root was checked.
     """
+    from .install import check_data_root, ensure_fashion_mnist
     root = check_data_root(data_root(p, repo_root), repo_root, given=p.data.root)
     if p.data.dataset == "fashion_mnist":
         ensure_fashion_mnist(root, p.data.download)
@@ -310,180 +261,3 @@ def load_pool(p: Profile, repo_root: Path) -> Pool:
     desc.update({"dataset": p.data.dataset, "n_images": int(len(y)), "shape": list(x.shape[1:]),
                  "root": str(root)})
     return Pool(x, y, info, desc)
-
-
-# ----------------------------------------------------------------------------------------------- splits
-
-def split_sizes(p: Profile) -> dict[str, int]:
-    """Requested size of every split part, in the fixed part order."""
-    return {part: int(getattr(p.splits, part)) for part in SPLIT_PARTS}
-
-
-def check_split_sizes(sizes: dict[str, int], n_pool: int, dataset: str) -> None:
-    """One-line error when the parts do not fit in the pool."""
-    total = sum(sizes.values())
-    if total > n_pool:
-        biggest = max(sizes, key=sizes.get)
-        raise ConfigError(f"splits: the parts add up to {total:,} images but the {dataset} pool has {n_pool:,}; "
-                          f"lower splits.{biggest} (now {sizes[biggest]:,}) or another part")
-
-
-SHARED_PARTS = ("generator",)  # the same for every seed of a profile: drawn first, with the profile's seed
-
-
-def make_splits(labels: np.ndarray, sizes: dict[str, int], seed: int,
-                shared_seed: int | None = None) -> dict[str, np.ndarray]:
-    """Seeded, class-stratified, disjoint parts of the pool (arrays of pool indices, sorted).
-
-    The shared parts (`SHARED_PARTS`) are drawn first from the whole pool with `shared_seed` (default
-    `seed`), so every seed of a profile gets the same ones; the other parts come from the rest with `seed`.
-    """
-    labels = np.asarray(labels)
-    check_split_sizes(sizes, len(labels), "dataset")
-    shared_seed = seed if shared_seed is None else shared_seed
-    remaining = np.arange(len(labels))
-    parts: dict[str, np.ndarray] = {}
-    order = sorted(enumerate(sizes.items()), key=lambda item: item[1][0] not in SHARED_PARTS)
-    for i, (name, n) in order:
-        if n == 0:
-            parts[name] = np.array([], dtype=np.int64)
-            continue
-        if n == len(remaining):
-            take, remaining = remaining, remaining[:0]
-        else:
-            base = shared_seed if name in SHARED_PARTS else seed
-            state = int(np.random.SeedSequence([base, i]).generate_state(1)[0])
-            take, remaining = train_test_split(remaining, train_size=n, stratify=labels[remaining],
-                                               random_state=state)
-        parts[name] = np.sort(take).astype(np.int64)
-    parts = {name: parts[name] for name in sizes}
-    assert_disjoint(parts)
-    return parts
-
-
-def assert_same_shared_parts(parts_by_seed: dict[int, dict[str, np.ndarray]]) -> None:
-    """Raise unless every seed's shared parts (the GAN's `generator` split) are the same indices."""
-    seeds = list(parts_by_seed)
-    for name in SHARED_PARTS:
-        for s in seeds[1:]:
-            a, b = parts_by_seed[seeds[0]].get(name), parts_by_seed[s].get(name)
-            if a is None or b is None or not np.array_equal(a, b):
-                raise ValueError(f"split part {name} differs between seeds {seeds[0]} and {s}: rerun notebook 01 "
-                                 "for every seed (the shared parts are drawn with the profile's seed)")
-
-
-def indices_sha(idx: np.ndarray) -> str:
-    """A short hash of an index array: what identifies a split part in store keys."""
-    return hashlib.sha256(np.ascontiguousarray(idx).tobytes()).hexdigest()[:16]
-
-
-def assert_disjoint(parts: dict[str, np.ndarray]) -> None:
-    """Raise naming the first two parts that share an index."""
-    names = list(parts)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            common = np.intersect1d(parts[a], parts[b])
-            if len(common):
-                raise ValueError(f"split parts {a} and {b} overlap in {len(common)} indices (e.g. {common[0]})")
-
-
-def save_splits(folder: Path, parts: dict[str, np.ndarray], pool: Pool, seed: int) -> Path:
-    """Write data/splits.npz (one index array per part) and data/pool.json, atomically."""
-    folder = Path(folder)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **parts)
-    path = atomic_write(folder / "splits.npz", write)
-    write_json(folder / "pool.json", {**pool.description, "seed": seed,
-                                      "parts": {k: int(len(v)) for k, v in parts.items()},
-                                      "classes": list(pool.info.classes)})
-    return path
-
-
-class DamagedFile(ValueError):
-    """A file the study wrote earlier cannot be read back; the message says which notebook remakes it."""
-
-
-def load_splits(folder: Path) -> dict[str, np.ndarray]:
-    """Read data/splits.npz (never with pickle); a one-line error says to rerun notebook 01 when it is
-    missing or damaged."""
-    path = Path(folder) / "splits.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run notebooks/01_data_prep.ipynb first "
-                                f"(python -m mia_nb run --params <profile> --only 01)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            parts = {k: np.asarray(z[k]) for k in z.files}
-    except Exception as err:  # noqa: BLE001 - truncated, not a zip, pickled objects: all mean "damaged"
-        raise DamagedFile(_damaged(path, f"cannot be read: {type(err).__name__}")) from None
-    if not parts:
-        raise DamagedFile(_damaged(path, "no split parts in it"))
-    for k, v in parts.items():
-        if v.ndim != 1 or v.dtype.kind not in "iu" or (len(v) and v.min() < 0):
-            raise DamagedFile(_damaged(path, f"part {k} is not a list of image indices"))
-    try:
-        assert_disjoint(parts)
-    except ValueError as err:
-        raise DamagedFile(_damaged(path, str(err))) from None
-    return parts
-
-
-def _damaged(path: Path, reason: str) -> str:
-    return (f"{path} is damaged ({reason}); rerun notebook 01 to redraw the splits "
-            f"(python -m mia_nb run --params <profile> --only 01)")
-
-
-SPLIT_ROLES = {
-    "target_train": "target members", "target_heldout": "target non-members",
-    "shadow_train": "shadow members", "shadow_heldout": "shadow non-members",
-    "calibration": "reserved: calibration", "generator": "reserved: GAN training",
-}
-
-
-def split_table(parts: dict[str, np.ndarray]) -> pd.DataFrame:
-    """One row per split part: name, role, number of images."""
-    return pd.DataFrame([{"part": k, "role": SPLIT_ROLES.get(k, ""), "n_images": int(len(v))}
-                         for k, v in parts.items()])
-
-
-def class_balance(parts: dict[str, np.ndarray], labels: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
-    """Fraction of each class in each non-empty part (rows: parts, columns: classes)."""
-    labels = np.asarray(labels)
-    n_classes = len(classes) or int(labels.max()) + 1
-    rows = {k: np.bincount(labels[v], minlength=n_classes) / len(v) for k, v in parts.items() if len(v)}
-    cols = list(classes) if classes else [str(c) for c in range(n_classes)]
-    return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
-
-
-def install_fashion_mnist(root: Path, download: bool = True, debian_dir: Path = DEBIAN_FASHION_MNIST,
-                          repo_root: Path | None = None, key: str = "--root") -> Path:
-    """Fill `<root>/FashionMNIST/raw` with Fashion-MNIST: Debian's package via apt-get where that works,
-    else torchvision.
-
-    `root` must be an existing folder or the repository's data/ (see `check_data_root`), so a
-    mistyped root is refused before anything is written. Raises a one-line ConfigError listing the
-    three ways when neither source works.
-    """
-    import os
-    import subprocess
-    root = check_data_root(Path(root), repo_root or REPO_ROOT, key)
-    if not all((debian_dir / f"{n}.gz").is_file() for n in FASHION_FILES) and shutil.which("apt-get"):
-        sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-        if sudo is not None:
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"]):
-                if subprocess.run(sudo + cmd, env=env, capture_output=True).returncode != 0:
-                    break
-    try:
-        return ensure_fashion_mnist(root, download=False, debian_dir=debian_dir)
-    except ConfigError:
-        if not download:
-            raise
-    try:
-        return ensure_fashion_mnist(root, download=True, debian_dir=debian_dir)
-    except Exception as err:  # no internet
-        raise ConfigError(
-            f"Fashion-MNIST could not be installed ({type(err).__name__}): run `apt-get install dataset-fashion-mnist`, "
-            f"or allow torchvision's download (needs internet), or copy the four idx files into "
-            f"{Path(root) / 'FashionMNIST' / 'raw'}") from None

@@ -15,6 +15,7 @@ import torch
 
 from . import REPO_ROOT
 from . import data as data_mod
+from . import splits as splits_mod
 from .config import Profile, load_profile, seeds_of
 from .results import upsert_csv
 from .paths import inside
@@ -98,7 +99,7 @@ class Study:
     def splits(self) -> dict[str, np.ndarray]:
         """The split parts (pool indices) notebook 01 saved for this seed."""
         if self._splits is None:
-            self._splits = data_mod.load_splits(self.data_dir)
+            self._splits = splits_mod.load_splits(self.data_dir)
         return self._splits
 
     def make_splits(self) -> dict[str, np.ndarray]:
@@ -107,10 +108,10 @@ class Study:
         Shared parts (the GAN's `generator` split) are drawn first with the profile's `seed`, the same for
         every seed of a multi-seed run; the per-seed parts are drawn from the rest with this seed.
         """
-        sizes = data_mod.split_sizes(self.profile)
-        data_mod.check_split_sizes(sizes, len(self.pool), self.profile.data.dataset)
-        parts = data_mod.make_splits(self.pool.labels.numpy(), sizes, self.seed, shared_seed=self.profile.seed)
-        data_mod.save_splits(self.data_dir, parts, self.pool, self.seed)
+        sizes = splits_mod.split_sizes(self.profile)
+        splits_mod.check_split_sizes(sizes, len(self.pool), self.profile.data.dataset)
+        parts = splits_mod.make_splits(self.pool.labels.numpy(), sizes, self.seed, shared_seed=self.profile.seed)
+        splits_mod.save_splits(self.data_dir, parts, self.pool, self.seed)
         self._splits = parts
         return parts
 
@@ -135,7 +136,7 @@ class Study:
     def part_pool(self, part: str) -> dict[str, Any]:
         """The store description of a split part (what cached logits on it were computed on)."""
         return {"pool": part, "dataset": self.info.name, "image_size": self.info.size,
-                "indices_sha": data_mod.indices_sha(self.splits[part])}
+                "indices_sha": splits_mod.indices_sha(self.splits[part])}
 
 
 def open_study(params: str | Path, outputs_root: str | Path | None = None, seed: int | None = None) -> Study:

@@ -27,6 +27,7 @@ from .engine import run_jobs
 from .metrics import ece
 from .models import build_model, forward_logits
 from .scores import cached_logits, softmax
+from .splits import indices_sha
 
 if TYPE_CHECKING:
     from .study import Study
@@ -143,7 +144,7 @@ def model_config(study: Study, role: str, variant: str, train: TrainConfig, indi
     cfg = {k: v for k, v in dataclasses.asdict(train).items() if k != "eval_every"}
     out = {"dataset": info.name, "image_size": info.size, "arch": p.model.arch, "pretrained": p.model.pretrained,
            "augment": p.data.augment, "train": cfg, "role": role, "n_train": int(len(indices)),
-           "indices_sha": data_mod.indices_sha(indices), "seed": job_seed(study.seed, role, variant)}
+           "indices_sha": indices_sha(indices), "seed": job_seed(study.seed, role, variant)}
     if dp:
         out["dp"] = dict(sorted(dp.items()))
     return out

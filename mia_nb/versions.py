@@ -36,10 +36,11 @@ def _union(*groups: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({m for g in groups for m in g}))
 
 
-# model input: uint8 images -> normalised tensors (data.to_input calls pools.normalize)
-_INPUT = ("data", "pools")
+# model input: the pool's images (data, Fashion-MNIST via install), its split parts (splits), uint8 images ->
+# normalised tensors (data.to_input calls pools.normalize)
+_INPUT = ("data", "install", "pools", "splits")
 # non-member pools and split parts: how they are built (PoolSpec, transforms, GAN fakes, other datasets)
-_POOLS = _union(_INPUT, ("ood", "generate", "study"))
+_POOLS = _union(_INPUT, ("ood", "gan", "generate", "study"))
 _LOGITS = _union(_POOLS, ("models", "scores", "trained", "variants"))
 _LABELS = _union(_POOLS, ("variants",))
 _FEATURES = _union(_POOLS, ("models", "variants"))
@@ -49,7 +50,7 @@ _OUTPUTS = _union(_LOGITS, _LABELS, _LLLA_PROBS)  # what Variant.outputs reads
 
 DEPENDS: dict[str, tuple[str, ...]] = {
     "model": _union(_INPUT, ("train", "trained", "models", "privacy")),
-    "gan": _union(_INPUT, ("ood", "generate", "study")),
+    "gan": _union(_INPUT, ("ood", "gan", "generate", "study")),
     "logits": _LOGITS,
     "labels": _LABELS,
     "features": _FEATURES,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mia_nb import data
+from mia_nb import data, install, splits
 from mia_nb.config import ConfigError, parse_profile
 
 
@@ -37,7 +37,7 @@ def debian_dir(tmp_path):
 
 def test_fashion_mnist_from_debian_files(tmp_path, debian_dir):
     root = tmp_path / "data"
-    raw = data.ensure_fashion_mnist(root, debian_dir=debian_dir)
+    raw = install.ensure_fashion_mnist(root, debian_dir=debian_dir)
     assert sorted(p.name for p in raw.iterdir()) == sorted(data.FASHION_FILES)
     x, y = data.load_fashion_mnist(root)
     assert x.shape == (50, 1, 28, 28) and x.dtype == torch.uint8
@@ -46,7 +46,7 @@ def test_fashion_mnist_from_debian_files(tmp_path, debian_dir):
 
 def test_fashion_mnist_missing_lists_three_ways(tmp_path):
     with pytest.raises(ConfigError, match="apt-get install dataset-fashion-mnist.*download.*idx files"):
-        data.ensure_fashion_mnist(tmp_path, debian_dir=tmp_path / "nowhere")
+        install.ensure_fashion_mnist(tmp_path, debian_dir=tmp_path / "nowhere")
 
 
 def test_cifar_loader_reads_torchvision_format(tmp_path, monkeypatch):
@@ -93,36 +93,36 @@ def test_image_folder_loader(tmp_path):
 def test_splits_are_disjoint_stratified_and_seeded():
     labels = np.repeat(np.arange(10), 100)
     sizes = {"a": 200, "b": 300, "c": 0, "d": 100}
-    parts = data.make_splits(labels, sizes, seed=3)
+    parts = splits.make_splits(labels, sizes, seed=3)
     assert {k: len(v) for k, v in parts.items()} == sizes
-    data.assert_disjoint(parts)
+    splits.assert_disjoint(parts)
     assert np.all(np.bincount(labels[parts["a"]], minlength=10) == 20)
-    again = data.make_splits(labels, sizes, seed=3)
-    other = data.make_splits(labels, sizes, seed=4)
+    again = splits.make_splits(labels, sizes, seed=3)
+    other = splits.make_splits(labels, sizes, seed=4)
     assert all(np.array_equal(parts[k], again[k]) for k in parts)
     assert not np.array_equal(parts["a"], other["a"])
 
 
 def test_split_sizes_larger_than_pool():
     with pytest.raises(ConfigError, match="splits.*add up to 1,100.*lower splits.b"):
-        data.make_splits(np.zeros(1000, int), {"a": 100, "b": 1000}, seed=0)
+        splits.make_splits(np.zeros(1000, int), {"a": 100, "b": 1000}, seed=0)
 
 
 def test_overlap_is_caught():
     with pytest.raises(ValueError, match="a and b overlap"):
-        data.assert_disjoint({"a": np.array([1, 2]), "b": np.array([2, 3])})
+        splits.assert_disjoint({"a": np.array([1, 2]), "b": np.array([2, 3])})
 
 
 def test_save_and_load_splits(tmp_path):
     pool = data.Pool(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10) % 2,
                      data.DATASET_INFO["fashion_mnist"], {"dataset": "x"})
     parts = {"target_train": np.array([0, 1]), "target_heldout": np.array([2, 3])}
-    data.save_splits(tmp_path, parts, pool, seed=1)
-    back = data.load_splits(tmp_path)
+    splits.save_splits(tmp_path, parts, pool, seed=1)
+    back = splits.load_splits(tmp_path)
     assert set(back) == set(parts) and np.array_equal(back["target_heldout"], [2, 3])
     assert (tmp_path / "pool.json").is_file()
     with pytest.raises(FileNotFoundError, match="run notebooks/01_data_prep.ipynb first"):
-        data.load_splits(tmp_path / "empty")
+        splits.load_splits(tmp_path / "empty")
 
 
 def test_to_input_normalises():

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mia_nb import evaluate, generate, ood, pools
+from mia_nb import evaluate, gan, generate, ood, pools, readouts
 from mia_nb.config import parse_profile
 from mia_nb.data import DATASET_INFO, DatasetInfo, Pool
 from mia_nb.scores import Outputs
@@ -86,15 +86,15 @@ def test_make_fakes_trains_on_the_generator_split_only(tmp_path, monkeypatch):
         gen = generate.Generator(kw["latent_dim"], n_classes, raw.shape[1], raw.shape[-1])
         return gen.eval(), {"epochs_done": 1, "seconds": [0.0], "d_loss": [0.0], "g_loss": [0.0]}
 
-    monkeypatch.setattr(ood.generate, "train_gan", fake_train)
-    folder, record = ood.make_fakes(study)
+    monkeypatch.setattr(gan.generate, "train_gan", fake_train)
+    folder, record = gan.make_fakes(study)
     gen_x, gen_y = study.part("generator")
     assert torch.equal(seen["raw"], gen_x.float() / 255.0)
     assert np.array_equal(seen["labels"], gen_y.numpy())
     assert len(list(folder.glob("*.png"))) == 8 and folder.parent == tmp_path / "const" / "generated"
     x, y = ood.pool_specs(study)["gan"].build()
     assert x.shape == (8, 1, 28, 28) and np.array_equal(y, np.arange(8) % 10)
-    ood.make_fakes(study)                                    # second call: from the store, no training
+    gan.make_fakes(study)                                    # second call: from the store, no training
     assert seen["calls"] == 1
 
 
@@ -131,13 +131,13 @@ def test_agreement_rows():
 def test_supply_rows_and_top_false_positives():
     gan = _outputs(100, 3)
     attacks = {"threshold": _Rule(0.8)}
-    table = ood.supply_rows(attacks, gan, [10, 50, 100])
+    table = readouts.supply_rows(attacks, gan, [10, 50, 100])
     called = gan.probs.max(1) > 0.8
     assert table.false_positives.tolist() == [int(called[:n].sum()) for n in (10, 50, 100)]
     assert ((table.fpr_lo <= table.fpr) & (table.fpr <= table.fpr_hi)).all()
     with pytest.raises(ValueError, match="sizes"):
-        ood.supply_rows(attacks, gan, [101])
-    idx, conf = ood.top_false_positives(attacks["threshold"], gan, k=5)
+        readouts.supply_rows(attacks, gan, [101])
+    idx, conf = readouts.top_false_positives(attacks["threshold"], gan, k=5)
     assert len(idx) == min(5, called.sum()) and called[idx].all()
     assert np.all(np.diff(conf) <= 0) and conf[0] == gan.probs.max(1)[called].max()
 
@@ -145,12 +145,12 @@ def test_supply_rows_and_top_false_positives():
 def test_fpr_above_reference():
     rows = pd.DataFrame({"attack": ["t", "t", "t", "e", "e", "e"], "nonmember_set": ["heldout", "x", "y"] * 2,
                          "fpr": [0.5, 0.9, 0.1, 0.4, 0.3, 0.2]})
-    fpr, lines = ood.fpr_above_reference(rows)
+    fpr, lines = readouts.fpr_above_reference(rows)
     assert list(fpr.index) == ["heldout", "x", "y"] and list(fpr.columns) == ["t", "e"]
     assert "1 of 2 other pools above it: x (0.900)" in lines[0]
     assert "0 of 2" in lines[1]
     with pytest.raises(ValueError, match="reference"):
-        ood.fpr_above_reference(rows, reference="nope")
+        readouts.fpr_above_reference(rows, reference="nope")
 
 
 # ------------------------------------------------------------------------------ the smoke profile
@@ -185,6 +185,6 @@ def test_05_smoke_outputs(smoke_run):
 
 
 def test_score_label():
-    assert ood.score_label(0.73456) == "0.7346"
-    assert ood.score_label(1 - 3e-7) == "1 − 3e-07"
-    assert ood.score_label(1.0) == "> 1 − 1e-16"
+    assert readouts.score_label(0.73456) == "0.7346"
+    assert readouts.score_label(1 - 3e-7) == "1 − 3e-07"
+    assert readouts.score_label(1.0) == "> 1 − 1e-16"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
-from mia_nb import data
+from mia_nb import data, install, splits
 from mia_nb.config import ConfigError, parse_profile
 from mia_nb.paths import OutsideRootError, inside
 from mia_nb.run import main, select
@@ -89,7 +89,7 @@ def test_mistyped_data_root_is_refused_and_nothing_written(tmp_path):
     with pytest.raises(ConfigError, match=r"data.root: folder .*dtaa does not exist.*expected .*repo/data"):
         data.check_data_available(p, repo)
     with pytest.raises(ConfigError, match=r"--root: folder .*typo does not exist.*expected .*repo/data"):
-        data.install_fashion_mnist(repo / "typo", repo_root=repo, debian_dir=tmp_path / "no-debian", download=False)
+        install.install_fashion_mnist(repo / "typo", repo_root=repo, debian_dir=tmp_path / "no-debian", download=False)
     assert files_under(repo) == {repo / "data"}
 
 
@@ -102,7 +102,7 @@ def test_installer_writes_only_the_raw_folder_of_a_checked_root(tmp_path):
             f.write(b"idx")
     repo = tmp_path / "repo"
     repo.mkdir()
-    raw = data.install_fashion_mnist(repo / "data", repo_root=repo, debian_dir=debian, download=False)
+    raw = install.install_fashion_mnist(repo / "data", repo_root=repo, debian_dir=debian, download=False)
     assert raw == repo / "data" / "FashionMNIST" / "raw"  # the default folder may be created
     assert {p.relative_to(repo).as_posix() for p in files_under(repo) if p.is_file()} == {
         f"data/FashionMNIST/raw/{n}" for n in data.FASHION_FILES}
@@ -114,7 +114,7 @@ def test_data_root_that_is_a_file_is_one_line(tmp_path):
         parse_profile({"data": {"root": str(tmp_path / "data")}})
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="is a file"):
-        data.check_data_root(tmp_path / "data", tmp_path)
+        install.check_data_root(tmp_path / "data", tmp_path)
 
 
 @pytest.mark.parametrize("extra, index", [(["svhn"], 0), (["stl10", "cifar100"], 0), (["stanford_dogs"], 0)])
@@ -174,7 +174,7 @@ def test_a_file_that_is_not_a_store_record_is_healed_too(tmp_path, capsys):
 def test_damaged_splits_name_notebook_01_and_never_unpickle(tmp_path, damage, monkeypatch):
     pool = data.Pool(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10) % 2,
                      data.DATASET_INFO["fashion_mnist"], {"dataset": "x"})
-    path = data.save_splits(tmp_path, {"target_train": np.arange(5), "target_heldout": np.arange(5, 10)}, pool, 0)
+    path = splits.save_splits(tmp_path, {"target_train": np.arange(5), "target_heldout": np.arange(5, 10)}, pool, 0)
     if damage == "garbage":
         path.write_bytes(b"\x00garbage" * 50)
     elif damage == "truncated":
@@ -191,8 +191,8 @@ def test_damaged_splits_name_notebook_01_and_never_unpickle(tmp_path, damage, mo
         assert kwargs.get("allow_pickle") is False, "splits must never be loaded with pickle"
         return real_load(*args, **kwargs)
     monkeypatch.setattr(np, "load", load)
-    with pytest.raises(data.DamagedFile, match="damaged.*rerun notebook 01") as info:
-        data.load_splits(tmp_path)
+    with pytest.raises(splits.DamagedFile, match="damaged.*rerun notebook 01") as info:
+        splits.load_splits(tmp_path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
     assert "allow_pickle" not in str(info.value)
 
