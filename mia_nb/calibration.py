@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader
@@ -96,15 +96,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
             stacklevel=2,
         )
     return math.exp(log_t)
-
-
-def apply_temperature(logits: np.ndarray, T: float) -> np.ndarray:
-    """Probabilities softmax(logits / T) as float64 [N, K]."""
-    T = _check_temperature(T)
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2:
-        raise ValueError(f"logits must be [N, K], got shape {z.shape}")
-    return softmax(z / T, axis=1)
 
 
 # --------------------------------------------------------------------------- LLLA

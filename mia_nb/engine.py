@@ -68,7 +68,7 @@ def check_ray(cfg: EngineConfig) -> None:
     if cfg.backend != "ray":
         return
     try:
-        import ray  # noqa: F401
+        import ray  # noqa: F401  (the import is the check)
     except ImportError:
         raise ConfigError("engine.backend: ray needs the Ray extra: pip install -e '.[ray]'") from None
     address = cfg.address

@@ -61,7 +61,8 @@ def readable_table(df: pd.DataFrame) -> pd.DataFrame:
         out[f"TPR @ {alpha:.1%} FPR [95% CI]"] = [
             f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df[col], df[f"{col}_lo"], df[f"{col}_hi"])]
         out[f"false positives allowed @ {alpha:.1%}"] = [
-            f"{allowed_false_positives(int(n), alpha):,} of {int(n):,}" for n in df["n_nonmembers"]]
+            f"{allowed_false_positives(int(n) - int(n) // 2, alpha):,} of {int(n) - int(n) // 2:,}"
+            for n in df["n_nonmembers"]]  # the half of the non-members that fixes the threshold
     return out.reset_index(drop=True)
 
 

@@ -97,11 +97,6 @@ def allowed_false_positives(n_nonmembers: int, alpha: float) -> int:
     return c
 
 
-def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, alpha: float) -> float:
-    """Largest TPR among ROC points with FPR <= alpha (no interpolation)."""
-    return float(np.max(tpr[fpr <= alpha]))  # the (0, 0) point always qualifies
-
-
 def _group_mmps(conf: np.ndarray, mask: np.ndarray) -> float:
     """Mean of conf[mask]; NaN for an empty group."""
     return float(conf[mask].mean()) if mask.any() else float("nan")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest, rankdata, wasserstein_distance
 
+from .metrics import allowed_false_positives
+
 B_DEFAULT = 2000
 _CHUNK_BYTES = 8 * 2**20  # working memory per chunk of resamples (small chunks stay in cache: fastest)
 
@@ -208,16 +210,6 @@ def combine(points: Sequence[float], draws: Sequence[np.ndarray], seed: int = 0)
     return Interval(value=value, lo=lo, hi=hi, n_seeds=n_seeds, n_boot=n_boot)
 
 
-def _allowed(n: int, alpha: float) -> int:
-    """Largest count c with c / n <= alpha (guarding float rounding of alpha * n)."""
-    c = int(np.floor(alpha * n))
-    while c < n and (c + 1) / n <= alpha:
-        c += 1
-    while c > 0 and c / n > alpha:
-        c -= 1
-    return c
-
-
 def split_threshold(neg_scores: np.ndarray, alpha: float, seed: int) -> tuple[float, np.ndarray]:
     """The threshold of tpr_at_fpr and the boolean mask of the held-back half B (fit half A = ~mask)."""
     q = _vec(neg_scores, "split_threshold: neg_scores")
@@ -231,7 +223,7 @@ def split_threshold(neg_scores: np.ndarray, alpha: float, seed: int) -> tuple[fl
     held[perm[n_fit:]] = True
     fit_sorted = np.sort(q[perm[:n_fit]])
     # smallest t with #(fit > t) <= c: the (c+1)-th largest fit score (ties only lower the count above it)
-    threshold = float(fit_sorted[n_fit - 1 - _allowed(n_fit, alpha)])
+    threshold = float(fit_sorted[n_fit - 1 - allowed_false_positives(n_fit, alpha)])
     return threshold, held
 
 

@@ -151,7 +151,6 @@ def evaluate(study: Study, vanilla: Variant, refs: list[trained.TrainedModel],
     FPR at the operating points fixed on held-out data. Writes samples/vanilla_ref.npz for notebook 08.
     """
     from .attacks import LossAttack, ThresholdAttack
-    from .scores import log_softmax
     from .variants import SAMPLES_DIR
     cfg = study.profile.reference_models
     data = gather(study, vanilla, refs, pools)
@@ -212,3 +211,10 @@ def k_curve(study: Study, data: dict[str, Candidates], a: float) -> pd.DataFrame
                           f"tpr_at_{suffix}_fpr_hi": t["tpr_hi"]})
             rows.append(r)
     return pd.DataFrame(rows)
+
+
+def example(c: Candidates, k: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """One image's LiRA statistic under the target, and under its OUT and IN reference models."""
+    t = reference.logit_scaled_confidence(c.target, c.labels)[k]
+    r = reference.logit_scaled_confidence(c.refs, c.labels)[:, k]
+    return float(t), r[~c.mask[:, k]], r[c.mask[:, k]]

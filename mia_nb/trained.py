@@ -26,7 +26,7 @@ from .config import EngineConfig, TrainConfig
 from .engine import run_jobs
 from .metrics import ece
 from .models import build_model, forward_logits
-from .scores import cached_logits, softmax
+from .scores import softmax
 from .splits import indices_sha
 
 if TYPE_CHECKING:

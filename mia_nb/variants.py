@@ -176,16 +176,6 @@ def label_smoothing(study: Study, eps: float) -> Variant:
     return retrained(study, [label_smoothing_recipe(eps)])[f"ls_{eps:g}"]
 
 
-def weight_decay(study: Study, wd: float) -> Variant:
-    """Retrained with L2 regularisation (Adam weight decay)."""
-    return retrained(study, [weight_decay_recipe(wd)])[f"l2_{wd:g}"]
-
-
-def dp_sgd(study: Study, epsilon: float) -> Variant:
-    """Retrained with DP-SGD (Opacus) at budget (ε, δ = defenses.dp_delta)."""
-    return retrained(study, [dp_recipe(study, epsilon)])[f"dp_{epsilon:g}"]
-
-
 def profile_recipes(study: Study) -> list[Retrained]:
     """Every retrained variant the profile asks for (notebooks 06 and 07), in notebook order."""
     cal, d = study.profile.calibration, study.profile.defenses

@@ -80,19 +80,6 @@ def test_fit_temperature_rejects_missing_labels_and_bad_shapes():
         C.fit_temperature(np.zeros(3), np.array([0, 1, 1]))
 
 
-def test_apply_temperature_keeps_argmax_and_flattens():
-    z = np.random.default_rng(1).standard_normal((50, 4)) * 3
-    p1, p10 = C.apply_temperature(z, 1.0), C.apply_temperature(z, 10.0)
-    np.testing.assert_allclose(p10.sum(1), 1.0, atol=1e-12)
-    assert np.array_equal(p10.argmax(1), z.argmax(1))
-    assert np.all(p10.max(1) < p1.max(1))
-    with pytest.raises(ValueError, match="temperature"):
-        C.apply_temperature(z, 0.0)
-
-
-# ----------------------------------------------------------------------------- LLLA
-
-
 def test_llla_probs_sum_to_one_and_less_confident_far_away(toy, fitted):
     assert fitted.prior_precision > 0 and fitted.backend == C.DEFAULT_BACKEND
     far = toy["x"] * 100

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
-import torch
 
 from mia_nb import evaluate
 from mia_nb.config import AttacksConfig, parse_profile
@@ -68,8 +66,8 @@ def test_decisions_and_readable_table():
     df = evaluate.evaluate_attacks(attacks, test, {"heldout": outputs(2000, 0.5, 6)}, "vanilla")
     table = evaluate.readable_table(df)
     assert len(table) == len(df)
-    assert (table["false positives allowed @ 1.0%"] == "20 of 2,000").all()
-    assert (table["false positives allowed @ 0.1%"] == "2 of 2,000").all()
+    assert (table["false positives allowed @ 1.0%"] == "10 of 1,000").all()  # the half fixing the threshold
+    assert (table["false positives allowed @ 0.1%"] == "1 of 1,000").all()
 
 
 def test_upsert_twice_does_not_duplicate(tmp_path):

@@ -20,7 +20,6 @@ from mia_nb.metrics import (
     nll,
     overconfidence_error,
     roc_points,
-    tpr_at_fpr,
     wasserstein,
 )
 from mia_nb.scores import Outputs, softmax

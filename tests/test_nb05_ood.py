@@ -5,7 +5,6 @@ Transform, corruption and GAN unit tests live in test_pools.py and test_generate
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np

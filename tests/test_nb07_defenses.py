@@ -105,7 +105,7 @@ def test_clip_only_control_differs_from_dp_only_in_noise_and_from_vanilla_only_i
     assert clip.name == "dp_clip" and clip.dp["epsilon"] is None and dp8.dp["epsilon"] == 8.0
     assert clip.train_changes == dp8.train_changes
     assert {k: v for k, v in clip.dp.items() if k != "epsilon"} == {k: v for k, v in dp8.dp.items() if k != "epsilon"}
-    req_clip, req_van = variants.pair_requests(study, "dp_clip", clip)[0], variants.pair_requests(study, "vanilla")[0]
+    req_clip = variants.pair_requests(study, "dp_clip", clip)[0]
     cfg_clip = trained.model_config(study, "target", "x", req_clip.train, study.splits["target_train"], req_clip.dp)
     cfg_van = trained.model_config(study, "target", "x", study.profile.train, study.splits["target_train"])
     diff = {k for k in cfg_clip["train"] if cfg_clip["train"][k] != cfg_van["train"][k]}
@@ -115,7 +115,6 @@ def test_clip_only_control_differs_from_dp_only_in_noise_and_from_vanilla_only_i
 
 
 def test_clip_only_training_adds_no_noise(tiny_study):
-    from mia_nb import trained
     study = tiny_study
     v = variants.retrained(study, [variants.dp_recipe(study, None)])["dp_clip"]
     assert v.info["dp_noise_multiplier"] == {"target": 0.0, "shadow": 0.0}
