@@ -377,6 +377,9 @@ def validate(p: Profile) -> Profile:
     for i, s_ in enumerate(r.seeds):
         _need(s_ in (p.seeds or (p.seed,)), f"reference_models.seeds[{i}]", s_, "not a seed of this profile",
               f"one of {list(p.seeds or (p.seed,))}")
+    _need(r.k == 0 or p.splits.target_heldout >= p.splits.target_train + 20, "reference_models.k", r.k,
+          f"needs held-out images beyond the {p.splits.target_train} in the population",
+          "splits.target_heldout at least splits.target_train + 20 (the rest fix the operating points), or k: 0")
     _need(r.rmia_gamma > 0, "reference_models.rmia_gamma", r.rmia_gamma, "not positive", "greater than 0")
     _need(r.rmia_a is None or 0 <= r.rmia_a <= 1, "reference_models.rmia_a", r.rmia_a, "outside [0, 1]",
           "a number in [0, 1], or leave it out to choose it on the reference models")

@@ -104,7 +104,10 @@ def train_models(profile: Profile, outputs_root: Path, seeds: tuple[int, ...], q
     items = gan.missing_gan(studies[0]) + models
     if items and not quiet:
         print(f"training {len(items)} models through the engine ({profile.engine.backend})", flush=True)
+    t0 = time.perf_counter()
     trained.run_missing(items, profile.engine, desc="models", progress=not quiet)
+    if items and not quiet:
+        print(f"    trained {len(items)} models in {time.perf_counter() - t0:.0f} s", flush=True)
     return len(items)
 
 
