@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -141,7 +142,10 @@ def run_jobs(jobs: Sequence[Callable[[], Any]], cfg: EngineConfig | None = None,
     bar = tqdm(total=len(jobs), desc=f"{desc} ({workers} worker{'s' if workers > 1 else ''})", unit="job",
                disable=not progress)
     try:
-        with context:
+        with context, warnings.catch_warnings():
+            # loky replaces a worker whose memory grew (torch's allocator caches): harmless, but it would
+            # print a warning per replacement into the progress bar
+            warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given")
             for i, result in enumerate(_stream(jobs, workers, cfg.backend)):
                 if isinstance(result, Failure):
                     raise JobFailed(f"job {names[i]!r} failed: {result.error}")
