@@ -88,8 +88,11 @@ def test_07_defenses_smoke(smoke_run):
     assert np.isfinite(dist).all() and (dist >= 0).all()
 
     models = pd.read_csv(smoke_run / "results" / "models.csv")
-    dp = models[models.variant.str.startswith("dp_")]
+    clip = models[models.variant == "dp_clip"]
+    assert set(clip.role) == {"target", "shadow"} and (clip.dp_noise_multiplier == 0).all()  # the clip-only control
+    dp = models[models.variant.str.startswith("dp_") & (models.variant != "dp_clip")]
     assert set(dp.role) == {"target", "shadow"} and len(dp) == 2 * len(profile.defenses.dp_epsilons)
+    assert (dp.dp_noise_multiplier > 0).all()
     assert all(math.isfinite(e) and e > 0 for e in dp.dp_epsilon)
     for r in dp.itertuples():  # Opacus spends (about) the budget it was asked for, never more than a little over
         assert r.dp_epsilon <= 1.05 * float(r.variant[3:])
