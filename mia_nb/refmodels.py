@@ -166,10 +166,11 @@ def evaluate(study: Study, vanilla: Variant, refs: list[trained.TrainedModel],
         arrays[f"conf/{name}"] = o.probs.max(1).astype(np.float64)
     for attack in ATTACKS:
         thresholds, check = operating_points(ref_scores["heldout"][attack], n_train, study.seed)
-        pos, neg = ref_scores["members"][attack], ref_scores["heldout"][attack]
+        # members vs the held-out candidates of the population: both have IN and OUT reference models
+        pos, neg = ref_scores["members"][attack], ref_scores["heldout"][attack][:n_train]
         row = {"attack": attack, "k": len(refs), "auroc": float(paired.auroc(pos, neg))}
         for suffix, alpha in LOW_FPRS.items():
-            t = paired.tpr_at_fpr(pos, neg[n_train:], alpha, study.seed)
+            t = paired.tpr_at_fpr(pos, neg, alpha, study.seed)
             row.update({f"tpr_at_{suffix}_fpr": t["tpr"], f"tpr_at_{suffix}_fpr_lo": t["tpr_lo"],
                         f"tpr_at_{suffix}_fpr_hi": t["tpr_hi"]})
         for name in sets:
@@ -181,6 +182,8 @@ def evaluate(study: Study, vanilla: Variant, refs: list[trained.TrainedModel],
                 if name != "members":
                     rows.append({**row, "set": name, "operating_point": suffix,
                                  "fpr": float((flags[check] if name == "heldout" else flags).mean())})
+    for key in [k for k in arrays if k.endswith("/heldout") or k == "conf/heldout"]:
+        arrays[key[:-len("heldout")] + "heldout_pop"] = arrays[key][:n_train]  # the population's non-members
     table = pd.DataFrame(rows)
     meta = {"variant": VARIANT, "family": "reference", "strength": len(refs), "leaky": False, "seed": study.seed,
             "pools": list(pools), "base": {n: ("heldout" if s.config.get("from") == study.part_pool("target_heldout")
@@ -203,10 +206,10 @@ def k_curve(study: Study, data: dict[str, Candidates], a: float) -> pd.DataFrame
     for k in [k for k in cfg.k_curve if k <= cfg.k]:
         s, _ = scores(data, k=k, gamma=cfg.rmia_gamma, a=a)
         for attack in ("lira_online", "lira_offline", "rmia"):
-            pos, neg = s["members"][attack], s["heldout"][attack]
+            pos, neg = s["members"][attack], s["heldout"][attack][:n_train]  # population candidates only
             r = {"k": k, "attack": attack, "auroc": float(paired.auroc(pos, neg))}
             for suffix, alpha in LOW_FPRS.items():
-                t = paired.tpr_at_fpr(pos, neg[n_train:], alpha, study.seed)
+                t = paired.tpr_at_fpr(pos, neg, alpha, study.seed)
                 r.update({f"tpr_at_{suffix}_fpr": t["tpr"], f"tpr_at_{suffix}_fpr_lo": t["tpr_lo"],
                           f"tpr_at_{suffix}_fpr_hi": t["tpr_hi"]})
             rows.append(r)
