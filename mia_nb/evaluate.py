@@ -50,6 +50,7 @@ def decisions(attacks: dict[str, Attack], outputs: Outputs) -> pd.DataFrame:
 def readable_table(df: pd.DataFrame) -> pd.DataFrame:
     """attacks.csv rows for reading: rounded rates, TPR at 1% / 0.1% FPR with its 95% CI and FP budget."""
     from .metrics import LOW_FPRS, allowed_false_positives
+    from .paired import fit_size
     out = pd.DataFrame({
         "attack": df["attack"], "non-members": df["nonmember_set"], "threshold": df["threshold"].round(6),
         "TPR (recall)": df["recall"].round(3), "FPR": df["fpr"].round(3), "precision": df["precision"].round(3),
@@ -61,7 +62,7 @@ def readable_table(df: pd.DataFrame) -> pd.DataFrame:
         out[f"TPR @ {alpha:.1%} FPR [95% CI]"] = [
             f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df[col], df[f"{col}_lo"], df[f"{col}_hi"])]
         out[f"false positives allowed @ {alpha:.1%}"] = [
-            f"{allowed_false_positives(int(n) - int(n) // 2, alpha):,} of {int(n) - int(n) // 2:,}"
+            f"{allowed_false_positives(fit_size(int(n)), alpha):,} of {fit_size(int(n)):,}"
             for n in df["n_nonmembers"]]  # the half of the non-members that fixes the threshold
     return out.reset_index(drop=True)
 

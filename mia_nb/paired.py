@@ -210,6 +210,11 @@ def combine(points: Sequence[float], draws: Sequence[np.ndarray], seed: int = 0)
     return Interval(value=value, lo=lo, hi=hi, n_seeds=n_seeds, n_boot=n_boot)
 
 
+def fit_size(n: int) -> int:
+    """How many of n non-members fix a split threshold (the larger half; the rest check it)."""
+    return n - n // 2
+
+
 def split_threshold(neg_scores: np.ndarray, alpha: float, seed: int) -> tuple[float, np.ndarray]:
     """The threshold of tpr_at_fpr and the boolean mask of the held-back half B (fit half A = ~mask)."""
     q = _vec(neg_scores, "split_threshold: neg_scores")
@@ -218,7 +223,7 @@ def split_threshold(neg_scores: np.ndarray, alpha: float, seed: int) -> tuple[fl
     if q.size < 2:
         raise ValueError(f"split_threshold: need >= 2 non-member scores to split, got {q.size}")
     perm = np.random.default_rng(seed).permutation(q.size)
-    n_fit = q.size - q.size // 2
+    n_fit = fit_size(q.size)
     held = np.zeros(q.size, dtype=bool)
     held[perm[n_fit:]] = True
     fit_sorted = np.sort(q[perm[:n_fit]])

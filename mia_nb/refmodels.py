@@ -10,7 +10,6 @@ other half and every OOD pool are measured at. Every attack is a function of cac
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +150,7 @@ def evaluate(study: Study, vanilla: Variant, refs: list[trained.TrainedModel],
     FPR at the operating points fixed on held-out data. Writes samples/vanilla_ref.npz for notebook 08.
     """
     from .attacks import LossAttack, ThresholdAttack
-    from .variants import SAMPLES_DIR
+    from .variants import write_samples
     cfg = study.profile.reference_models
     data = gather(study, vanilla, refs, pools)
     ref_scores, a = scores(data, gamma=cfg.rmia_gamma, a=cfg.rmia_a)
@@ -185,16 +184,8 @@ def evaluate(study: Study, vanilla: Variant, refs: list[trained.TrainedModel],
     for key in [k for k in arrays if k.endswith("/heldout") or k == "conf/heldout"]:
         arrays[key[:-len("heldout")] + "heldout_pop"] = arrays[key][:n_train]  # the population's non-members
     table = pd.DataFrame(rows)
-    meta = {"variant": VARIANT, "family": "reference", "strength": len(refs), "leaky": False, "seed": study.seed,
-            "pools": list(pools), "base": {n: ("heldout" if s.config.get("from") == study.part_pool("target_heldout")
-                                               or n == "heldout" else n) for n, s in pools.items()},
-            "groups": {n: s.group for n, s in pools.items()}, "rmia_a": a}
-    from .store import atomic_write
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
-    atomic_write(study.folder(SAMPLES_DIR) / f"{VARIANT}.npz", write)
+    write_samples(study, pools, arrays, variant=VARIANT, family="reference", strength=len(refs), leaky=False,
+                  rmia_a=a)
     return table, {"data": data, "scores": ref_scores, "rmia_a": a}
 
 

@@ -55,9 +55,8 @@ def write_summary(run_dir: Path, profile: object) -> Path:
     res = run_dir / "results"
     claims = pd.read_csv(res / "claims.csv") if (res / "claims.csv").is_file() else None
     heads = pd.read_csv(res / "headlines.csv") if (res / "headlines.csv").is_file() else None
-    models_path = next((p for p in (res / "models.csv", *sorted(res.glob("seed_*/models.csv"))) if p.is_file()), None)
-    models = pd.concat([pd.read_csv(p) for p in [res / "models.csv", *sorted(res.glob("seed_*/models.csv"))]
-                        if p.is_file()], ignore_index=True) if models_path else None
+    tables = [pd.read_csv(p) for p in (res / "models.csv", *sorted(res.glob("seed_*/models.csv"))) if p.is_file()]
+    models = pd.concat(tables, ignore_index=True) if tables else None
     out = ["## What the study shows", "",
            f"Written by `python -m mia_nb run` from the run's tables (`{run_dir.name}`); refresh with "
            "`python -m mia_nb readme`. Intervals are paired 95% bootstrap intervals over images and seeds "

@@ -175,11 +175,16 @@ def _measure_parts(study: Study, req: ModelRequest) -> list[str]:
     return [p for p in (f"{req.role}_train", f"{req.role}_heldout") if p in study.splits and req.indices is None]
 
 
+def request_config(study: Study, req: ModelRequest) -> dict[str, Any]:
+    """The model config (store key) of a request."""
+    return model_config(study, req.role, req.variant, req.train or study.profile.train, _indices(study, req), req.dp)
+
+
 def make_job(study: Study, req: ModelRequest) -> TrainJob:
     """The training job of a request."""
     train = req.train or study.profile.train
     idx = _indices(study, req)
-    config = model_config(study, req.role, req.variant, train, idx, req.dp)
+    config = request_config(study, req)
     x, y = study.pool.images[torch.as_tensor(idx)], study.pool.labels[torch.as_tensor(idx)]
     heldout = f"{req.role}_heldout" if f"{req.role}_heldout" in study.splits else "target_heldout"
     xh, yh = study.part(heldout)
@@ -224,9 +229,10 @@ def missing(study: Study, requests: list[ModelRequest]) -> list[tuple[TrainJob, 
     """Training jobs of the requested models the store lacks (each once), with the callback that stores one."""
     out: dict[str, tuple[TrainJob, Callable[[Any], None]]] = {}
     for req in requests:
-        job = make_job(study, req)
-        key = study.store.path("model", job.config).stem
-        if key not in out and not study.store.has("model", job.config):
+        config = request_config(study, req)
+        key = study.store.path("model", config).stem
+        if key not in out and not study.store.has("model", config):  # data is sliced for missing models only
+            job = make_job(study, req)
             out[key] = (job, lambda res, job=job: _store_result(study, job, res))
     return list(out.values())
 
@@ -245,8 +251,7 @@ def ensure(study: Study, requests: list[ModelRequest], progress: bool = True) ->
     run_missing(todo, study.profile.engine, desc=f"training · seed {study.seed}", progress=progress)
     out = []
     for req in requests:
-        config = model_config(study, req.role, req.variant, req.train or study.profile.train, _indices(study, req),
-                              req.dp)
+        config = request_config(study, req)
         key = study.store.path("model", config).stem
         record = study.store.get("model", config)
         if record is None:

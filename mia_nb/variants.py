@@ -342,19 +342,24 @@ def evaluate(study: Study, variant: Variant, pools: dict[str, PoolSpec], save: b
 
 def save_samples(study: Study, variant: Variant, pools: dict[str, PoolSpec], samples: dict[str, np.ndarray]) -> Path:
     """Write samples/<variant>.npz atomically, with what identifies its sets (pool bases) as JSON metadata."""
+    return write_samples(study, pools, samples, variant=variant.name, family=variant.family,
+                         strength=variant.info.get("strength"), leaky=bool(variant.info.get("leaky", False)))
+
+
+def write_samples(study: Study, pools: dict[str, PoolSpec], samples: dict[str, np.ndarray], **meta: Any) -> Path:
+    """samples/<meta['variant']>.npz: the per-image arrays and their metadata (seed, pools, pool bases, groups),
+    the one format `claims.load_seed` reads."""
     import json
-    meta = {"variant": variant.name, "family": variant.family, "strength": variant.info.get("strength"),
-            "leaky": bool(variant.info.get("leaky", False)),
-            "seed": study.seed, "pools": list(pools),
-            "base": {name: ("heldout" if spec.config.get("from") == study.part_pool("target_heldout")
-                            or name == "heldout" else name) for name, spec in pools.items()},
+    heldout = study.part_pool("target_heldout")
+    meta = {**meta, "seed": study.seed, "pools": list(pools),
+            "base": {name: ("heldout" if spec.config.get("from") == heldout or name == "heldout" else name)
+                     for name, spec in pools.items()},
             "groups": {name: spec.group for name, spec in pools.items()}}
-    path = study.folder(SAMPLES_DIR) / f"{variant.name}.npz"
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, meta=np.array(json.dumps(meta)), **samples)
-    return atomic_write(path, write)
+    return atomic_write(study.folder(SAMPLES_DIR) / f"{meta['variant']}.npz", write)
 
 
 def model_row(study: Study, variant: Variant) -> dict[str, Any]:

@@ -44,6 +44,14 @@ def null_seed(seed: int = 0) -> Seed:
     arrays = {v: {k: x.copy() for k, x in base.items()} for v in VARIANTS}
     meta = {v: {"variant": v, "family": f, "strength": s, "seed": seed, "pools": list(POOLS), "base": BASE,
                 "groups": POOLS} for v, (f, s) in VARIANTS.items()}
+    ref: dict[str, np.ndarray] = {}  # notebook 09's arrays: scores and decisions at the 1% held-out operating point
+    for name, n in {**sets, "heldout_pop": N_M}.items():
+        ref[f"conf/{name}"] = rng.random(n)
+        for a in (*claims.REF_ATTACKS, "threshold"):
+            ref[f"{a}/score/{name}"] = rng.normal(1.0 if name == "members" else 0.0, 1.0, n)
+            ref[f"{a}@1pct/member/{name}"] = rng.random(n) < 0.1
+    arrays[claims.REF] = ref
+    meta[claims.REF] = {**meta["vanilla"], "variant": claims.REF, "family": "reference"}
     return Seed(seed, arrays, meta)
 
 
@@ -55,6 +63,19 @@ def apply(s: Seed, claim_id: str, e: float) -> None:
     """Inject effect `e` (in the claim's statistic units, sign = claimed direction for '>') into the arrays."""
     rng = np.random.default_rng(zlib.crc32(claim_id.encode()))
     a = s.arrays
+    if claim_id.startswith("ref_"):  # the null world: the reference attack decides like the threshold attack
+        r = a[claims.REF]
+        attack = next(x for x in claims.REF_ATTACKS if claim_id.startswith((f"ref_tpr_{x}", f"ref_ood_{x}")))
+        for key in [k for k in r if k.startswith("threshold")]:
+            r[attack + key[len("threshold"):]] = r[key].copy()
+        if claim_id.startswith("ref_tpr_"):
+            r[f"{attack}/score/members"] = r[f"{attack}/score/members"] + 4 * e
+        else:
+            group = claim_id[len(f"ref_ood_{attack}_"):].replace("_", " ")
+            for p, g in POOLS.items():
+                if g == group:
+                    r[f"{attack}@1pct/member/{p}"] = _redraw(rng, N_N, 0.1 - e)
+        return
     if e == 0 and not claim_id.startswith(("leak_", "separates_", "fp_confidence")):
         return  # the null world: the variant's arrays are vanilla's
     if claim_id == "fp_confidence":
@@ -126,9 +147,10 @@ def test_the_claim_set_covers_the_papers_findings():
     assert {"ls_ood_ls_0.05", "ls_ood_ls_0.1", "ls_ood_more_ls_0.1"} <= ids
     assert {f"{k}_{v}" for k in ("calibrates", "leak_auroc", "leak_tpr", "separates") for v in ("ls_0.05", "ls_0.1", "llla")} <= ids
     assert {"l2_auroc_l2_0.001", "l2_tpr_l2_0.001", "aligns_l2_0.001", "aligns_temp_10", "aligns_dp_8"} <= ids
+    assert {"ref_tpr_lira_online", "ref_tpr_rmia", "ref_ood_lira_online_transform", "ref_ood_rmia_generated"} <= ids
 
 
-STRONG = {"fp_confidence": 0.15, "ood": 0.2, "label_free": 0.2, "calibrates": 0.08, "ls_ood": 0.2, "leak": 0.25,
+STRONG = {"ref_tpr": 0.25, "ref_ood": 0.05, "fp_confidence": 0.15, "ood": 0.2, "label_free": 0.2, "calibrates": 0.08, "ls_ood": 0.2, "leak": 0.25,
           "l2": 0.25, "separates": 0.1, "aligns": 0.1}
 
 
@@ -210,7 +232,7 @@ def test_load_seed_reads_what_save_samples_writes(tmp_path):
     for v, arrays in s.arrays.items():
         np.savez_compressed(tmp_path / f"{v}.npz", meta=np.array(json.dumps(s.meta[v])), **arrays)
     back = claims.load_seed(tmp_path)
-    assert back.seed == 7 and set(back.arrays) == set(VARIANTS)
+    assert back.seed == 7 and set(back.arrays) == set(VARIANTS) | {claims.REF}
     np.testing.assert_array_equal(back.arrays["dp_8"]["loss/score/gan"], s.arrays["dp_8"]["loss/score/gan"])
     with pytest.raises(FileNotFoundError, match="run notebooks 04-07"):
         claims.load_seed(tmp_path / "nothing")
