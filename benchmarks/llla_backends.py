@@ -9,15 +9,14 @@ different implementation.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llla_backends.py [--repeats 2]
 
-With `--profile params/default.yaml` it times instead what notebook 06 runs, on the profile's real sizes:
-for the trained SimpleCNN target AND shadow of that profile (loaded from `--outputs`, trained there if
-missing), the fit on each model's own training images, the prior optimisation the profile asks for
-(marglik, or the grid on the `calibration` split), and predictions with the profile's link on every
-input that `variants.attack_rows` scores: the shadow's members and held-out images, the target's members
-and every non-member pool of `ood.pool_specs` (the GAN pool only if notebook 05 made its images).
+With `--profile params/default.yaml` it times instead what notebook 06 runs for one seed: every LLLA arm
+of the profile (grid prior on calibration + noise, marglik, the leaky arm) fitted on the stored vanilla
+target AND shadow, and their log-probabilities on every set the attacks read (the target's members and
+every pool of `ood.pool_specs`, the shadow's members and held-out images). Laplace fits and predictions
+are recomputed on every pass; models, logits and penultimate features come from the store (features
+are cached first and timed apart). Issue 12's goal: all arms within 60 s on 2 cores.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llla_backends.py --profile params/default.yaml \
-        --outputs outputs [--backends asdl_ggn backpack_ggn curvlinops_ggn]
+    .venv/bin/python benchmarks/llla_backends.py --profile params/default.yaml --outputs outputs [--seed 42]
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mia_nb.calibration import BACKENDS, DEFAULT_BACKEND, fit_llla, llla_predict
+from mia_nb.calibration import BACKENDS, fit_llla, llla_predict
 
 
 class TinyCNN(nn.Module):
@@ -59,87 +58,81 @@ def run_one(backend: str, model: nn.Module, loader: DataLoader, x_test: torch.Te
     return {"fit": t1 - t0, "predict": t2 - t1, "prior": res.prior_precision, "probs": probs}
 
 
-def profile_inputs(study, role: str) -> tuple[DataLoader, DataLoader | None, dict[str, torch.Tensor]]:
-    """Training loader, calibration loader (grid prior only) and the inputs notebook 06 predicts on, for a role."""
-    from mia_nb import ood
+class _Fresh:
+    """A study store that forgets Laplace fits and Laplace predictions (every other kind as stored), so each
+    timed pass fits and predicts from scratch while models, logits and features load."""
 
-    x, y = study.inputs(f"{role}_train")
-    train = DataLoader(TensorDataset(x, y), batch_size=256)
-    calib = None
-    if study.profile.calibration.llla.prior == "grid":
-        calib = DataLoader(TensorDataset(*study.inputs("calibration")), batch_size=256)
-    if role == "shadow":
-        return train, calib, {"shadow_train": x, "shadow_heldout": study.inputs("shadow_heldout")[0]}
-    preds = {"target_train": x}
-    for name, spec in ood.pool_specs(study).items():
-        try:
-            preds[name] = spec.build()[0]
-        except FileNotFoundError:
-            print(f"  (skipping pool {name}: run notebook 05 first to make its images)")
-    return train, calib, preds
+    FORGET = ("laplace", "llla_probs", "evaluation")
+
+    def __init__(self, store) -> None:
+        self.inner = store
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def has(self, kind, config):
+        return kind not in self.FORGET and self.inner.has(kind, config)
+
+    def get(self, kind, config):
+        return None if kind in self.FORGET else self.inner.get(kind, config)
+
+    def put(self, kind, config, payload):
+        return None if kind in self.FORGET else self.inner.put(kind, config, payload)
+
+    def get_or_make(self, kind, config, make):
+        return make() if kind in self.FORGET else self.inner.get_or_make(kind, config, make)
 
 
 def run_profile(args: argparse.Namespace) -> None:
-    """Time fit + prior + predictions of the LLLA for target and shadow of a profile, per backend."""
+    """Time notebook 06's LLLA arms on a profile's stored vanilla pair: fit + prior for target and shadow,
+    then log-probabilities on every set the attacks read (target: members and every pool; shadow: its
+    members and held-out images). Features are cached first and timed apart (they are shared with no
+    other arm: the convolutional part runs once per model and pool)."""
+    from mia_nb import ood, variants
+    from mia_nb.ood import part_spec
     from mia_nb.study import open_study
 
-    study = open_study(args.profile, args.outputs)
+    study = open_study(args.profile, args.outputs, args.seed)
     cfg = study.profile.calibration.llla
-    data = {}
-    for role in ("target", "shadow"):
-        tm = study.trained(role)
-        data[role] = (tm.model.cpu().eval(), *profile_inputs(study, role))
-        n_pred = sum(len(v) for v in data[role][3].values())
-        print(f"{role}: {tm.config['arch']} ({'loaded' if tm.loaded else 'trained now'}), fit on "
-              f"{len(data[role][1].dataset):,} images, predictions on {len(data[role][3])} sets = {n_pred:,} images")
-    print(f"LLLA: {cfg.hessian_structure}, prior by {cfg.prior}, link {cfg.link}; torch threads {torch.get_num_threads()}")
-    grid = {"grid": tuple(cfg.grid)} if cfg.prior == "grid" else {}
-    rows, ref = [], {}
-    for name in args.backends:
-        t = {"fit": 0.0, "predict": 0.0}
-        priors, diff = {}, 0.0
+    vanilla = variants.vanilla(study)
+    pools = {}
+    for name, spec in ood.pool_specs(study).items():
         try:
-            warm = data["target"]  # untimed warm-up: imports, first-call overheads
-            small = DataLoader(torch.utils.data.Subset(warm[1].dataset, range(256)), batch_size=256)
-            llla_predict(fit_llla(warm[0], small, backend=name, seed=0), warm[3]["target_train"][:10], seed=0)
-            for role, (model, train, calib, preds) in data.items():
-                best = None
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    res = fit_llla(model, train, hessian_structure=cfg.hessian_structure, backend=name,
-                                   prior=cfg.prior, calib_loader=calib, link=cfg.link, n_samples=cfg.n_samples,
-                                   seed=study.seed, **grid)
-                    t1 = time.perf_counter()
-                    probs = {k: llla_predict(res, x, link=cfg.link, n_samples=cfg.n_samples, seed=study.seed)
-                             for k, x in preds.items()}
-                    t2 = time.perf_counter()
-                    if best is None or (t1 - t0) + (t2 - t1) < best[0] + best[1]:
-                        best = (t1 - t0, t2 - t1)
-                t["fit"] += best[0]
-                t["predict"] += best[1]
-                priors[role] = res.prior_precision
-                if role not in ref:
-                    ref[role] = probs
-                diff = max(diff, max(float(np.abs(probs[k] - ref[role][k]).max()) for k in probs))
-        except Exception as err:  # noqa: BLE001 - report and keep benchmarking the others
-            rows.append((name, None, None, None, f"{type(err).__name__}: {str(err)[:80]}"))
-            continue
-        rows.append((name, t["fit"], t["predict"], priors, diff))
-
-    print(f"\n{'backend':<16}{'fit+prior s':>12}{'predict s':>11}{'total s':>9}{'prior target':>14}"
-          f"{'prior shadow':>14}{'max|dp| vs 1st':>16}   (target + shadow, best of {args.repeats})")
-    for name, fit, pred, priors, extra in rows:
-        if fit is None:
-            print(f"{name:<16}  failed: {extra}")
-        else:
-            print(f"{name:<16}{fit:>12.2f}{pred:>11.2f}{fit + pred:>9.2f}{priors['target']:>14.4g}"
-                  f"{priors['shadow']:>14.4g}{extra:>16.2e}")
-    ok = [r for r in rows if r[1] is not None]
-    if ok:
-        fastest = min(ok, key=lambda r: r[1])
-        print(f"fastest fit + prior: {fastest[0]} (predictions run the same laplace-torch code, the base class's "
-              f"last_layer_jacobians, whatever the backend: their spread is timing noise); "
-              f"mia_nb.calibration.DEFAULT_BACKEND = {DEFAULT_BACKEND}")
+            spec.build()
+            pools[name] = spec
+        except FileNotFoundError:
+            print(f"  (skipping pool {name}: run notebook 05 first to make its images)")
+    sets = {"target": {"members": part_spec(study, "target_train"), **pools},
+            "shadow": {"members": part_spec(study, "shadow_train"), "heldout": part_spec(study, "shadow_heldout")}}
+    t0 = time.perf_counter()
+    for role, specs in sets.items():
+        for spec in [*specs.values(), part_spec(study, "calibration"), part_spec(study, f"{role}_heldout")]:
+            variants.model_features(study, vanilla.models[role], spec)
+    feats = time.perf_counter() - t0
+    n = {role: sum(len(s.labels()) for s in specs.values()) for role, specs in sets.items()}
+    print(f"profile {study.profile.name}, seed {study.seed}: arms {list(cfg.arms)}, link {cfg.link} "
+          f"({cfg.n_samples} samples), grid {list(cfg.grid)}; torch threads {torch.get_num_threads()}")
+    print(f"predictions on {n['target']:,} target + {n['shadow']:,} shadow images; features cached in {feats:.1f} s")
+    study.store = _Fresh(study.store)
+    rows = []
+    for arm in cfg.arms:
+        best = None
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            v = variants.llla(study, arm)
+            t1 = time.perf_counter()
+            for role, specs in sets.items():
+                for spec in specs.values():
+                    v.log_probs(study, role, spec)
+            t2 = time.perf_counter()
+            best = (t1 - t0, t2 - t1) if best is None or t2 - t0 < sum(best) else best
+        rows.append((variants.LLLA_NAMES[arm], *best, v.info["laplace"]["target"]["prior_precision"]))
+    print(f"\n{'variant':<14}{'fit+prior s':>12}{'predict s':>11}{'total s':>9}{'prior (target)':>16}   "
+          f"(target + shadow, best of {args.repeats})")
+    for name, fit, pred, prior in rows:
+        print(f"{name:<14}{fit:>12.2f}{pred:>11.2f}{fit + pred:>9.2f}{prior:>16.4g}")
+    total = sum(r[1] + r[2] for r in rows)
+    print(f"all arms: {total:.1f} s (+ {feats:.1f} s of features, computed once per model and pool); goal: 60 s")
 
 
 def main() -> None:
@@ -148,8 +141,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats per backend (best kept)")
     ap.add_argument("--profile", default=None, help="time notebook 06's LLLA on this profile's trained models")
     ap.add_argument("--outputs", default=None, help="outputs root holding the profile's models (with --profile)")
-    ap.add_argument("--backends", nargs="+", default=["asdl_ggn", "backpack_ggn", "curvlinops_ggn"],
-                    choices=BACKENDS, help="backends to time (with --profile)")
+    ap.add_argument("--seed", type=int, default=None, help="the profile's seed to time (with --profile)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     if args.profile:

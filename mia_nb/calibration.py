@@ -12,8 +12,11 @@ Facts about laplace-torch (installed 0.3) that shaped this module:
   so each point is scored on the running mean over all earlier points (cf. aleximmer/Laplace#194);
   the grid path here therefore loops over the grid itself, scoring NLL with `la(...)`.
 - The GLM predictive with `link_approx="mc"` ignores `generator` and draws from torch's global RNG;
-  `llla_predict` forks and seeds that RNG. MC draws are shared within a batch, so MC outputs
-  depend on `batch_size` as well as `seed`.
+  the MC predictive here therefore samples from laplace-torch's GLM moments with its own seeded
+  draws, one row of draws per image (independent of the batch size).
+- For kron, laplace-torch's GLM covariance multiplies generic [N, K, K·D+K] Jacobians through every
+  Kronecker block; `glm_moments` computes the same covariance from laplace-torch's decomposition in
+  closed form for a last Linear layer (checked equal in the tests), which makes the prior grid cheap.
 - `la.state_dict()` of a last-layer Laplace stores the whole first training batch (used to find the
   last layer again on load); `llla_state` keeps only its first sample.
 - `link="probit"` uses only the diagonal of the logits' covariance and is markedly less confident
@@ -25,6 +28,7 @@ Facts about laplace-torch (installed 0.3) that shaped this module:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -190,43 +194,104 @@ def _scalar_prior(la: Any) -> float:
     return float(torch.as_tensor(la.prior_precision).reshape(-1)[0])
 
 
+def _kron_last_layer_variance(la: Any, phi: torch.Tensor) -> torch.Tensor | None:
+    """f_var [N, K, K] (float64) of a kron last-layer Laplace at penultimate features `phi` [N, D].
+
+    laplace-torch fits the posterior and decomposes its precision (`la.posterior_precision`, a
+    KronDecomposed: per block eigenvectors, eigenvalues and the prior precision `deltas`); its GLM
+    predictive then multiplies the generic Jacobians [N, K, K·D + K] through every block, which costs
+    O(N·K·D²·K) per call. A last Linear layer's Jacobian is structured, J = [I_K ⊗ phiᵀ, I_K], so with the
+    same decomposition J Σ Jᵀ = Q_out diag_i(Σ_j (phi Q_in)_j² / λ_ij) Q_outᵀ + Σ_bias, O(N·D²).
+    `tests/test_calibration.py` checks it against `la.functional_variance` of laplace-torch (laplace-torch
+    has the same idea as an unfinished `functional_variance_fast`). None when the blocks are not one
+    Linear layer's weight (+ bias): the caller then uses laplace-torch's generic path.
+    """
+    from laplace.utils.matrix import KronDecomposed
+    post = la.posterior_precision
+    if not isinstance(post, KronDecomposed):
+        return None
+    phi = phi.double()
+    n, d = phi.shape
+    blocks = list(zip(post.eigenvalues, post.eigenvectors, post.deltas))
+    if not 1 <= len(blocks) <= 2 or len(blocks[0][0]) != 2 or (len(blocks) == 2 and len(blocks[1][0]) != 1):
+        return None
+    (l_out, l_in), (q_out, q_in), delta = blocks[0]
+    l_out, l_in, q_out, q_in, delta = (t.double() for t in (l_out, l_in, q_out, q_in, delta))
+    if len(l_in) != d:
+        return None
+    if post.damping:
+        lam = torch.outer(l_out + delta.sqrt(), l_in + delta.sqrt())
+    else:
+        lam = torch.outer(l_out, l_in) + delta
+    weights = ((phi @ q_in) ** 2) @ (1.0 / lam).T  # [N, K]: the variance along each output eigenvector
+    f_var = torch.einsum("ci,ni,ki->nck", q_out, weights, q_out)
+    if len(blocks) == 2:
+        (l_b,), (q_b,), delta_b = blocks[1]
+        l_b, q_b, delta_b = l_b.double(), q_b.double(), delta_b.double()
+        lam_b = l_b + delta_b.sqrt() if post.damping else l_b + delta_b
+        f_var = f_var + (q_b / lam_b) @ q_b.T
+    return f_var
+
+
+def glm_moments(la: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The GLM predictive's mean and covariance (f_mu [N, K], f_var [N, K, K], float64) of a last-layer
+    Laplace at inputs `x`: the closed form of `_kron_last_layer_variance` for kron, laplace-torch's
+    `_glm_predictive_distribution` otherwise."""
+    la = _unwrap(la)
+    with torch.no_grad():
+        x = x.to(la._device)
+        if _structure_name(la) == "kron":
+            f_mu, phi = la.model.forward_with_features(x)
+            f_var = _kron_last_layer_variance(la, phi)
+            if f_var is not None:
+                return f_mu.double().cpu(), f_var.cpu()
+        f_mu, f_var = la._glm_predictive_distribution(x)
+    return f_mu.double().cpu(), f_var.double().cpu()
+
+
+@functools.lru_cache(maxsize=8)
+def _normal_draws(seed: int, n: int, n_samples: int, k: int) -> torch.Tensor:
+    """Standard normal draws [N, S, K] (float64), one row per image, seeded; cached, so a grid search reuses
+    the same draws at every prior (common random numbers)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((n, n_samples, k), generator=gen, dtype=torch.float64)
+
+
 def log_predictive(la: Any, x: torch.Tensor, link: str, n_samples: int, seed: int,
                    batch_size: int = 1000) -> torch.Tensor:
-    """log p(y | x) [N, K] in float64 from laplace-torch's GLM predictive moments (f_mu, f_var).
+    """log p(y | x) [N, K] in float64 from the GLM predictive moments (`glm_moments`).
 
     mc: the mean of softmax over `n_samples` seeded draws f ~ N(f_mu, f_var), averaged in log space
-    (logsumexp), so a confident prediction keeps its distance from 1 instead of rounding to 1.0;
+    (logsumexp), so a confident prediction keeps its distance from 1 instead of rounding to 1.0; image
+    i always gets the i-th row of the draws, whatever the batch size;
     probit: log_softmax(f_mu / sqrt(1 + pi/8 diag f_var)), laplace-torch's multiclass probit.
     """
     la = _unwrap(la)
-    gen = torch.Generator().manual_seed(seed)
     out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            f_mu, f_var = la._glm_predictive_distribution(x[i:i + batch_size].to(la._device))
-            f_mu, f_var = f_mu.double().cpu(), f_var.double().cpu()
-            if link == "probit":
-                kappa = 1.0 / torch.sqrt(1.0 + math.pi / 8.0 * torch.diagonal(f_var, dim1=-2, dim2=-1))
-                out.append(torch.log_softmax(f_mu * kappa, dim=-1))
-                continue
-            k = f_mu.shape[-1]
-            chol = torch.linalg.cholesky(f_var + 1e-10 * torch.eye(k, dtype=torch.float64))
-            eps = torch.randn((n_samples, *f_mu.shape), generator=gen, dtype=torch.float64)
-            f = f_mu + torch.einsum("nij,snj->sni", chol, eps)
-            out.append(torch.logsumexp(torch.log_softmax(f, dim=-1), dim=0) - math.log(n_samples))
-    return torch.cat(out)
+    eps_all = None
+    for i in range(0, len(x), batch_size):
+        f_mu, f_var = glm_moments(la, x[i:i + batch_size])
+        if link == "probit":
+            kappa = 1.0 / torch.sqrt(1.0 + math.pi / 8.0 * torch.diagonal(f_var, dim1=-2, dim2=-1))
+            out.append(torch.log_softmax(f_mu * kappa, dim=-1))
+            continue
+        k = f_mu.shape[-1]
+        if eps_all is None:
+            eps_all = _normal_draws(int(seed), len(x), int(n_samples), k)
+        chol = torch.linalg.cholesky(f_var + 1e-10 * torch.eye(k, dtype=torch.float64))
+        f = f_mu[:, None, :] + torch.einsum("nij,nsj->nsi", chol, eps_all[i:i + batch_size])
+        out.append(torch.logsumexp(torch.log_softmax(f, dim=-1), dim=1) - math.log(n_samples))
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
 
 
 def _calib_nll(la: Any, loader: DataLoader, link: str, n_samples: int, seed: int) -> float:
-    """Mean NLL of the LLLA predictive on (X, y) batches; y = -1 rows count as the cross-entropy to uniform."""
-    total, count = 0.0, 0
-    for xb, yb in loader:
-        logp = log_predictive(la, xb, link, n_samples, seed, batch_size=len(xb))
-        yb = yb.long()
-        known = yb >= 0
-        total += float(-logp[known].gather(1, yb[known].view(-1, 1)).sum()) + float(-logp[~known].mean(1).sum())
-        count += len(yb)
-    return total / count
+    """Mean NLL of the LLLA predictive on a loader's (X, y); y = -1 rows count as the cross-entropy to uniform."""
+    x, y = (torch.cat(t) for t in zip(*loader))
+    logp = log_predictive(la, x, link, n_samples, seed)
+    y = y.long()
+    known = y >= 0
+    total = float(-logp[known].gather(1, y[known].view(-1, 1)).sum()) + float(-logp[~known].mean(1).sum())
+    return total / len(y)
 
 
 def fit_llla(

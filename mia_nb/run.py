@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from .config import ConfigError, Profile, load_profile, seeds_of
 from .paths import OutsideRootError, inside
@@ -111,12 +112,101 @@ def train_models(profile: Profile, outputs_root: Path, seeds: tuple[int, ...], q
     return len(items)
 
 
+Job = tuple[Path, int, Path]  # (notebook, seed or -1 for the summary notebooks, run folder)
+
+
+def side_by_side(profile: Profile, n_chains: int) -> int:
+    """How many seeds' notebook chains run at once: one per core (never more than chains); 1 when the
+    profile's joblib engine asks for a single worker."""
+    from .engine import default_workers
+    e = profile.engine
+    cap = e.workers if e.backend == "joblib" and e.workers is not None else default_workers()
+    return max(1, min(cap, n_chains))
+
+
+class _KernelThreads:
+    """Kernels started inside get `threads` torch threads (OMP_NUM_THREADS), so side-by-side kernels share
+    the cores instead of oversubscribing them; the environment is restored on exit."""
+
+    KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+    def __init__(self, threads: int | None):
+        self.threads, self.saved = threads, {k: os.environ.get(k) for k in self.KEYS}
+
+    def __enter__(self) -> None:
+        if self.threads is not None:
+            for k in self.KEYS:
+                os.environ[k] = str(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _Progress:
+    """Numbered start / done lines shared by the chains (one lock, whole lines)."""
+
+    def __init__(self, total: int, profile: str, quiet: bool):
+        self.total, self.profile, self.quiet = total, profile, quiet
+        self.started, self.lock = 0, threading.Lock()
+        self.finished: list[Job] = []
+
+    def start(self, nb: Path, seed: int) -> None:
+        with self.lock:
+            self.started += 1
+            if not self.quiet:
+                label = f"seed {seed}" if seed >= 0 else "all seeds"
+                print(f"[{self.started}/{self.total}] {self.profile} · {label} · {nb.stem} …", flush=True)
+
+    def done(self, job: Job, out: Path, seconds: float, named: bool) -> None:
+        with self.lock:
+            self.finished.append(job)
+            if not self.quiet:
+                who = f"{'seed ' + str(job[1]) if job[1] >= 0 else 'all seeds'} · {job[0].stem} " if named else ""
+                print(f"    {who}done in {seconds:.0f} s → {out}", flush=True)
+
+
+def run_chains(chains: list[list[Job]], parallel: int, run_one: Callable[[Job, bool], None]) -> None:
+    """Run each chain's notebooks in order, up to `parallel` chains at once (joblib threads: each notebook
+    runs in its own kernel process, the threads only wait on them). After a failure the other chains stop
+    before their next notebook, and the first error is raised."""
+    import joblib
+    chains = [c for c in chains if c]
+    if not chains:
+        return
+    parallel = max(1, min(parallel, len(chains)))
+    abort = threading.Event()
+
+    def chain(jobs: list[Job]) -> None:
+        for job in jobs:
+            if abort.is_set() or STOP.is_set():
+                return
+            try:
+                run_one(job, parallel > 1)
+            except BaseException:
+                abort.set()
+                raise
+
+    if parallel == 1:
+        for c in chains:
+            chain(c)
+        return
+    from .engine import default_workers
+    with _KernelThreads(max(1, default_workers() // parallel)):
+        joblib.Parallel(n_jobs=parallel, backend="threading")(joblib.delayed(chain)(c) for c in chains)
+
+
 def run_study(params_file: str | Path, only: str | None = None, outputs_root: str | Path | None = None,
               quiet: bool = False, notebook_dir: Path = NOTEBOOK_DIR, report: bool = True) -> list[Path]:
     """Execute the selected notebooks for every seed of the profile, then the summary notebooks once.
 
-    With several seeds, per-seed tables are aggregated (mean, 95% interval) into results/ before the
-    summary notebooks run. Returns the executed copies; writes report/index.html when `report`.
+    Seeds are independent until the summary: each seed's notebooks run in order, and the seeds' chains
+    run side by side, one per core (`side_by_side`). With several seeds, per-seed tables are aggregated
+    (mean, 95% interval) into results/ before the summary notebooks run. Returns the executed copies;
+    writes report/index.html when `report`.
     """
     import papermill as pm
     params_file = Path(params_file).resolve()
@@ -135,42 +225,61 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     first = [nb for nb in per_seed if int(nb.name[:2]) < TRAIN_BEFORE]
     later = [nb for nb in per_seed if int(nb.name[:2]) >= TRAIN_BEFORE]
     run_dir = {seed: base / f"seed_{seed}" if len(seeds) > 1 else base for seed in seeds}
-    jobs = [(nb, seed, run_dir[seed]) for seed in seeds for nb in first]
-    jobs += [(nb, seed, run_dir[seed]) for seed in seeds for nb in later if applies(nb, profile, seed)]
-    jobs += [(nb, -1, base) for nb in summary]
-    done: list[Path] = []
-    for i, (nb, seed, run_dir) in enumerate(jobs):
-        if later and nb == later[0] and seed == seeds[0]:
-            train_models(profile, outputs_root, seeds, quiet)
-        if summary and nb == summary[0] and len(seeds) > 1:
-            from .results import aggregate_seed_tables
-            aggregate_seed_tables(base / "results", seeds)
-        out = run_dir / "notebooks" / nb.name
+    before: list[list[Job]] = [[(nb, seed, run_dir[seed]) for nb in first] for seed in seeds]
+    after: list[list[Job]] = [[(nb, seed, run_dir[seed]) for nb in later if applies(nb, profile, seed)]
+                              for seed in seeds]
+    after.sort(key=len, reverse=True)  # the longest chain (the seed with reference models) starts first
+    last: list[Job] = [(nb, -1, base) for nb in summary]
+    every = [j for c in before for j in c] + [j for c in after for j in c] + last
+    progress = _Progress(len(every), profile.name, quiet)
+    parallel = side_by_side(profile, len(seeds))
+    if not quiet and parallel > 1:
+        print(f"{len(seeds)} seeds: their notebooks run {parallel} at a time", flush=True)
+
+    def run_one(job: Job, named: bool) -> None:
+        nb, seed, folder = job
+        out = folder / "notebooks" / nb.name
         t0 = time.perf_counter()
-        if not quiet:
-            label = f"seed {seed}" if seed >= 0 else "all seeds"
-            print(f"[{i + 1}/{len(jobs)}] {profile.name} · {label} · {nb.stem} …", flush=True)
+        progress.start(nb, seed)
         try:
             execute(nb, out, {"params_file": str(params_file), "outputs_root": str(outputs_root),
                               "seed": int(seed)}, notebook_dir)
         except pm.PapermillExecutionError as err:
             if err.ename == "KeyboardInterrupt" or STOP.is_set():  # Ctrl-C, passed on to the kernel by main
-                raise Interrupted(nb.name, seed, base, _remaining(jobs[i:], notebooks, only)) from None
+                raise _interrupted(nb, seed) from None
             raise NotebookFailed(nb.name, err.exec_count, f"{err.ename}: {err.evalue}", out) from None
         except KeyboardInterrupt:
-            raise Interrupted(nb.name, seed, base, _remaining(jobs[i:], notebooks, only)) from None
-        if STOP.is_set():  # Ctrl-C reached the kernel between two cells: stop after this notebook
-            raise Interrupted(nb.name, seed, base, _remaining(jobs[i + 1:], notebooks, only))
-        done.append(out)
-        if not quiet:
-            print(f"    done in {time.perf_counter() - t0:.0f} s → {out}", flush=True)
+            raise _interrupted(nb, seed) from None
+        progress.done(job, out, time.perf_counter() - t0, named)
+
+    def _interrupted(nb: Path, seed: int) -> Interrupted:
+        left = [j for j in every if j not in progress.finished]
+        return Interrupted(nb.name, seed, base, _remaining(left, notebooks, only))
+
+    def stop_if_asked() -> None:  # Ctrl-C reached a kernel between two cells: stop after its notebook
+        left = [j for j in every if j not in progress.finished]
+        if STOP.is_set() and left:
+            raise Interrupted(left[0][0].name, left[0][1], base, _remaining(left, notebooks, only))
+
+    run_chains(before, parallel, run_one)
+    stop_if_asked()
+    if later:
+        train_models(profile, outputs_root, seeds, quiet)
+    run_chains(after, parallel, run_one)
+    stop_if_asked()
+    if last and len(seeds) > 1:
+        from .results import aggregate_seed_tables
+        aggregate_seed_tables(base / "results", seeds)
+    run_chains([last], 1, run_one)
+    stop_if_asked()
+    done = [j[2] / "notebooks" / j[0].name for j in every if j in progress.finished]
     if report and done:
         from .report import write_report
         index = write_report(base, title=f"mia-nb · {profile.name}")
         from .summary import write_summary
-        summary = write_summary(base, profile)
+        summary_file = write_summary(base, profile)
         if not quiet:
-            print(f"report: {index}\nsummary: {summary} (into the README: python -m mia_nb readme)")
+            print(f"report: {index}\nsummary: {summary_file} (into the README: python -m mia_nb readme)")
     return done
 
 

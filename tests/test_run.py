@@ -78,3 +78,60 @@ def test_report_links_every_notebook(tmp_path):
     for html_name in ("seed_1_01_a.html", "seed_2_01_a.html", "08_claims.html"):
         assert f'href="{html_name}"' in page and (index.parent / html_name).is_file()
     assert 'src="../figures/04_roc_curves.png"' in page
+
+
+def _stand_ins(folder: Path, sources: dict[str, str]) -> Path:
+    """Stand-in notebooks (name -> code after the parameters cell)."""
+    folder.mkdir()
+    for name, src in sources.items():
+        nb = new_notebook(cells=[new_code_cell("params_file = ''\noutputs_root = ''\nseed = -1",
+                                               metadata={"tags": ["parameters"]}), new_code_cell(src)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / name)
+    return folder
+
+
+def _two_seed_profile(tmp_path: Path, extra: str = "") -> Path:
+    prof = tmp_path / "two.yaml"
+    prof.write_text((REPO / "params" / "smoke.yaml").read_text().replace("name: smoke", "name: two")
+                    + "\nseeds: [42, 43]\n" + extra)
+    return prof
+
+
+def test_seeds_run_side_by_side(tmp_path):
+    """Each seed's notebooks run in order, and the seeds' chains at the same time: notebook 02 of each seed
+    waits until the other seed's 02 has started, which only a side-by-side run can satisfy (60 s limit)."""
+    import os
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    wait = (f"import os, time, pathlib\nd = pathlib.Path({str(flags)!r})\n(d / str(seed)).write_text(os.environ.get('OMP_NUM_THREADS', ''))\n"
+            "t0 = time.time()\nwhile len(list(d.iterdir())) < 2:\n    assert time.time() - t0 < 60, 'seeds ran one after the other'\n"
+            "    time.sleep(0.1)")
+    nbdir = _stand_ins(tmp_path / "nbs", {"01_a.ipynb": "x = 1", "02_wait.ipynb": wait, "03_c.ipynb": "y = 2",
+                                          "08_summary.ipynb": "z = 3"})
+    done = run_study(_two_seed_profile(tmp_path), outputs_root=tmp_path / "out", notebook_dir=nbdir, quiet=True,
+                     report=False)
+    names = [(p.parent.parent.name, p.name[:2]) for p in done]
+    for seed in ("seed_42", "seed_43"):
+        mine = [n for s, n in names if s == seed]
+        assert mine == ["01", "02", "03"]
+    assert names[-1] == ("two", "08")  # the summary last, once
+    assert {f.read_text() for f in flags.iterdir()} == {"1"}  # two kernels on two cores: one thread each
+
+
+def test_one_worker_runs_seeds_in_turn(tmp_path):
+    from mia_nb.config import load_profile
+    from mia_nb.run import side_by_side
+    assert side_by_side(load_profile(_two_seed_profile(tmp_path, "engine:\n  workers: 1\n")), 3) == 1
+    assert side_by_side(load_profile(_two_seed_profile(tmp_path)), 1) == 1
+
+
+def test_failure_in_one_seed_stops_the_others(tmp_path):
+    nbdir = _stand_ins(tmp_path / "nbs", {"02_bad.ipynb": "assert seed != 43, 'broken on purpose'",
+                                          "03_next.ipynb": "import time; time.sleep(1)"})
+    with pytest.raises(NotebookFailed, match="broken on purpose") as info:
+        run_study(_two_seed_profile(tmp_path), outputs_root=tmp_path / "out", notebook_dir=nbdir, quiet=True)
+    assert info.value.copy.parent.parent.name == "seed_43"
+    assert not (tmp_path / "out" / "two" / "seed_43" / "notebooks" / "03_next.ipynb").exists()
