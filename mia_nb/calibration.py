@@ -210,8 +210,10 @@ def _kron_last_layer_variance(la: Any, phi: torch.Tensor) -> torch.Tensor | None
     post = la.posterior_precision
     if not isinstance(post, KronDecomposed):
         return None
+    if phi.dim() != 2:
+        return None
     phi = phi.double()
-    n, d = phi.shape
+    d = phi.shape[1]
     blocks = list(zip(post.eigenvalues, post.eigenvectors, post.deltas))
     if not 1 <= len(blocks) <= 2 or len(blocks[0][0]) != 2 or (len(blocks) == 2 and len(blocks[1][0]) != 1):
         return None
@@ -228,7 +230,7 @@ def _kron_last_layer_variance(la: Any, phi: torch.Tensor) -> torch.Tensor | None
     if len(blocks) == 2:
         (l_b,), (q_b,), delta_b = blocks[1]
         l_b, q_b, delta_b = l_b.double(), q_b.double(), delta_b.double()
-        lam_b = l_b + delta_b.sqrt() if post.damping else l_b + delta_b
+        lam_b = l_b + delta_b  # one-factor blocks: laplace-torch adds the prior as it is, damping or not
         f_var = f_var + (q_b / lam_b) @ q_b.T
     return f_var
 
@@ -249,12 +251,24 @@ def glm_moments(la: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return f_mu.double().cpu(), f_var.double().cpu()
 
 
+DRAW_BLOCK = 1000  # images per block of cached normal draws
+
+
 @functools.lru_cache(maxsize=8)
-def _normal_draws(seed: int, n: int, n_samples: int, k: int) -> torch.Tensor:
-    """Standard normal draws [N, S, K] (float64), one row per image, seeded; cached, so a grid search reuses
-    the same draws at every prior (common random numbers)."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn((n, n_samples, k), generator=gen, dtype=torch.float64)
+def _draw_block(seed: int, block: int, n_samples: int, k: int) -> torch.Tensor:
+    """Standard normal draws [DRAW_BLOCK, S, K] (float64) for images block·DRAW_BLOCK onwards, seeded by
+    (seed, block); cached (8 MB each for S=100, K=10), so a prior grid reuses the same draws at every prior."""
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, block]).generate_state(1)[0]))
+    return torch.randn((DRAW_BLOCK, n_samples, k), generator=gen, dtype=torch.float64)
+
+
+def _normal_draws(seed: int, start: int, stop: int, n_samples: int, k: int) -> torch.Tensor:
+    """The draws [stop - start, S, K] of images start..stop-1: image i always gets the same row, whatever
+    the batches (common random numbers across priors, batch sizes and calls)."""
+    blocks = range(start // DRAW_BLOCK, (stop - 1) // DRAW_BLOCK + 1)
+    rows = torch.cat([_draw_block(seed, b, n_samples, k) for b in blocks])
+    first = blocks[0] * DRAW_BLOCK
+    return rows[start - first:stop - first]
 
 
 def log_predictive(la: Any, x: torch.Tensor, link: str, n_samples: int, seed: int,
@@ -268,7 +282,6 @@ def log_predictive(la: Any, x: torch.Tensor, link: str, n_samples: int, seed: in
     """
     la = _unwrap(la)
     out = []
-    eps_all = None
     for i in range(0, len(x), batch_size):
         f_mu, f_var = glm_moments(la, x[i:i + batch_size])
         if link == "probit":
@@ -276,10 +289,9 @@ def log_predictive(la: Any, x: torch.Tensor, link: str, n_samples: int, seed: in
             out.append(torch.log_softmax(f_mu * kappa, dim=-1))
             continue
         k = f_mu.shape[-1]
-        if eps_all is None:
-            eps_all = _normal_draws(int(seed), len(x), int(n_samples), k)
+        eps = _normal_draws(int(seed), i, i + len(f_mu), int(n_samples), k)
         chol = torch.linalg.cholesky(f_var + 1e-10 * torch.eye(k, dtype=torch.float64))
-        f = f_mu[:, None, :] + torch.einsum("nij,nsj->nsi", chol, eps_all[i:i + batch_size])
+        f = f_mu[:, None, :] + torch.einsum("nij,nsj->nsi", chol, eps)
         out.append(torch.logsumexp(torch.log_softmax(f, dim=-1), dim=1) - math.log(n_samples))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
 

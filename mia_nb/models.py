@@ -88,8 +88,11 @@ def last_linear(model: nn.Module) -> nn.Linear:
 def channels_last(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
     """Image batches run in channels-last layout (about 1.7x faster convolutions on CPU, same logits);
     the model's parameters are put back in the default layout afterwards."""
-    conv = next((w for w in model.parameters() if w.dim() == 4), None)
-    if x.dim() != 4 or conv is None or conv.is_contiguous(memory_format=torch.channels_last):
+    cl = torch.channels_last
+    convs = [w for w in model.parameters() if w.dim() == 4]
+    # a weight with one input channel (or 1x1 kernels) looks contiguous in both layouts: judge by the others
+    telling = [w for w in convs if not (w.is_contiguous() and w.is_contiguous(memory_format=cl))]
+    if x.dim() != 4 or not convs or (telling and all(w.is_contiguous(memory_format=cl) for w in telling)):
         yield  # not images, no convolution, or already channels-last (a model in training): leave it as it is
         return
     model.to(memory_format=torch.channels_last)

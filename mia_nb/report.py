@@ -14,17 +14,27 @@ KEY_FIGURES = ("04_roc_curves", "05_fpr_heatmap", "05_false_positive_gallery", "
 
 
 def render_notebook(executed: Path, out_dir: Path, prefix: str = "") -> Path:
-    """One executed notebook → out_dir/<prefix><name>.html (images embedded, so no server is needed)."""
+    """One executed notebook → out_dir/<prefix><name>.html (images embedded, so no server is needed);
+    kept as it is when it is newer than the executed notebook (the runner renders each notebook as soon
+    as it has run, so the report at the end only writes its index)."""
     import nbformat
     from nbconvert import HTMLExporter
+    target = Path(out_dir) / f"{prefix}{executed.stem}.html"
+    if target.is_file() and target.stat().st_mtime_ns >= Path(executed).stat().st_mtime_ns:
+        return target
     nb = nbformat.read(str(executed), as_version=4)
     body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
-    return write_text(Path(out_dir) / f"{prefix}{executed.stem}.html", body)
+    return write_text(target, body)
+
+
+def page_prefix(run_dir: Path, folder: Path) -> str:
+    """The page-name prefix of the notebooks executed into `folder`: `seed_<s>_` for a seed's folder."""
+    return "" if Path(folder) == Path(run_dir) else f"{Path(folder).name}_"
 
 
 def executed_notebooks(run_dir: Path) -> list[tuple[str, Path]]:
     """(label prefix, path) of every executed notebook of a run: per-seed ones first, then the run's own."""
-    found = [(f"{p.parent.parent.name}_", p) for p in sorted(run_dir.glob("seed_*/notebooks/*.ipynb"))]
+    found = [(page_prefix(run_dir, p.parent.parent), p) for p in sorted(run_dir.glob("seed_*/notebooks/*.ipynb"))]
     return found + [("", p) for p in sorted(run_dir.glob("notebooks/*.ipynb"))]
 
 

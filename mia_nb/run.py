@@ -125,18 +125,18 @@ def side_by_side(profile: Profile, n_chains: int) -> int:
 
 
 class _KernelThreads:
-    """Kernels started inside get `threads` torch threads (OMP_NUM_THREADS), so side-by-side kernels share
-    the cores instead of oversubscribing them; the environment is restored on exit."""
+    """Kernels started inside get `threads` threads (torch via OMP_NUM_THREADS, numpy's BLAS), so
+    side-by-side kernels share the cores instead of oversubscribing them; the environment is restored
+    on exit."""
 
-    KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-    def __init__(self, threads: int | None):
+    def __init__(self, threads: int):
         self.threads, self.saved = threads, {k: os.environ.get(k) for k in self.KEYS}
 
     def __enter__(self) -> None:
-        if self.threads is not None:
-            for k in self.KEYS:
-                os.environ[k] = str(self.threads)
+        for k, v in self.saved.items():  # a smaller setting of the user's is kept
+            os.environ[k] = str(min(self.threads, int(v)) if v and v.isdigit() and int(v) > 0 else self.threads)
 
     def __exit__(self, *exc: object) -> None:
         for k, v in self.saved.items():
@@ -170,15 +170,20 @@ class _Progress:
 
 
 def run_chains(chains: list[list[Job]], parallel: int, run_one: Callable[[Job, bool], None]) -> None:
-    """Run each chain's notebooks in order, up to `parallel` chains at once (joblib threads: each notebook
-    runs in its own kernel process, the threads only wait on them). After a failure the other chains stop
-    before their next notebook, and the first error is raised."""
-    import joblib
+    """Run each chain's notebooks in order, up to `parallel` chains at once, and wait for all of them.
+
+    Each notebook runs in its own kernel process; a chain's thread only waits on it, so threads suffice
+    (a ThreadPoolExecutor: unlike joblib's threading backend it can wait for the other chains after one
+    fails). After a failure the other chains finish the notebook they are in and stop; then the first
+    error is raised. Ctrl-C while waiting: every chain stops after its current cell (the kernels are
+    interrupted), and the interrupt is raised once they have."""
+    from concurrent.futures import ThreadPoolExecutor, wait
     chains = [c for c in chains if c]
     if not chains:
         return
     parallel = max(1, min(parallel, len(chains)))
     abort = threading.Event()
+    errors: list[BaseException] = []
 
     def chain(jobs: list[Job]) -> None:
         for job in jobs:
@@ -186,17 +191,28 @@ def run_chains(chains: list[list[Job]], parallel: int, run_one: Callable[[Job, b
                 return
             try:
                 run_one(job, parallel > 1)
-            except BaseException:
+            except BaseException as err:  # noqa: BLE001 - kept and raised by the caller, after every chain
+                errors.append(err)
                 abort.set()
-                raise
+                return
 
     if parallel == 1:
         for c in chains:
             chain(c)
-        return
-    from .engine import default_workers
-    with _KernelThreads(max(1, default_workers() // parallel)):
-        joblib.Parallel(n_jobs=parallel, backend="threading")(joblib.delayed(chain)(c) for c in chains)
+    else:
+        from .engine import default_workers
+        with _KernelThreads(max(1, default_workers() // parallel)), ThreadPoolExecutor(parallel) as pool:
+            futures = [pool.submit(chain, c) for c in chains]
+            try:
+                wait(futures)
+            except BaseException:  # Ctrl-C in this thread (no kernel to pass it to, or a second one)
+                abort.set()
+                STOP.set()
+                _interrupt_kernels()
+                wait(futures)
+                raise
+    if errors:
+        raise errors[0]
 
 
 def run_study(params_file: str | Path, only: str | None = None, outputs_root: str | Path | None = None,
@@ -232,6 +248,8 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     last: list[Job] = [(nb, -1, base) for nb in summary]
     every = [j for c in before for j in c] + [j for c in after for j in c] + last
     progress = _Progress(len(every), profile.name, quiet)
+    from .report import page_prefix, render_notebook  # imported once, before the chains' threads start
+    os.environ["MIA_NB_HEADLESS"] = "1"
     parallel = side_by_side(profile, len(seeds))
     if not quiet and parallel > 1:
         print(f"{len(seeds)} seeds: their notebooks run {parallel} at a time", flush=True)
@@ -250,7 +268,16 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
             raise NotebookFailed(nb.name, err.exec_count, f"{err.ename}: {err.evalue}", out) from None
         except KeyboardInterrupt:
             raise _interrupted(nb, seed) from None
+        except Exception:
+            if STOP.is_set():  # e.g. a kernel that got the Ctrl-C while starting
+                raise _interrupted(nb, seed) from None
+            raise
         progress.done(job, out, time.perf_counter() - t0, named)
+        if report:  # rendered now, while the other chains' kernels run; the report at the end links it
+            try:
+                render_notebook(out, base / "report", page_prefix(base, folder))
+            except Exception as err:  # noqa: BLE001 - write_report tries again at the end
+                print(f"    (could not render {out.name} to HTML yet: {type(err).__name__}: {err})", flush=True)
 
     def _interrupted(nb: Path, seed: int) -> Interrupted:
         left = [j for j in every if j not in progress.finished]
@@ -311,17 +338,20 @@ def _on_sigint(signum: int, frame: object) -> None:
     """First Ctrl-C: interrupt the running kernel, so its cell stops cleanly and papermill returns
     (the kernel runs in its own session and does not see the terminal's Ctrl-C). Later ones, or
     no kernel: a KeyboardInterrupt here."""
-    if not STOP.is_set():
-        pids = _kernel_pids()
-        if pids:
-            STOP.set()
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGINT)
-                except OSError:
-                    pass
-            return
+    if not STOP.is_set() and _kernel_pids():
+        STOP.set()
+        _interrupt_kernels()
+        return
     raise KeyboardInterrupt
+
+
+def _interrupt_kernels() -> None:
+    """Send SIGINT to every kernel this process started: each stops after its current cell."""
+    for pid in _kernel_pids():
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError:
+            pass
 
 
 class Interrupted(KeyboardInterrupt):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import nbformat
@@ -118,7 +119,9 @@ def test_seeds_run_side_by_side(tmp_path):
         mine = [n for s, n in names if s == seed]
         assert mine == ["01", "02", "03"]
     assert names[-1] == ("two", "08")  # the summary last, once
-    assert {f.read_text() for f in flags.iterdir()} == {"1"}  # two kernels on two cores: one thread each
+    from mia_nb.engine import default_workers
+    threads = str(max(1, default_workers() // 2))  # two kernels share the cores: one thread each on 2 cores
+    assert {f.read_text() for f in flags.iterdir()} == {threads}
 
 
 def test_one_worker_runs_seeds_in_turn(tmp_path):
@@ -135,3 +138,22 @@ def test_failure_in_one_seed_stops_the_others(tmp_path):
         run_study(_two_seed_profile(tmp_path), outputs_root=tmp_path / "out", notebook_dir=nbdir, quiet=True)
     assert info.value.copy.parent.parent.name == "seed_43"
     assert not (tmp_path / "out" / "two" / "seed_43" / "notebooks" / "03_next.ipynb").exists()
+    # the run returned only after the other seed's chain had stopped: nothing of it is still being written
+    time.sleep(2)
+    assert not (tmp_path / "out" / "two" / "seed_42" / "notebooks" / "03_next.ipynb").exists() or \
+        json.loads((tmp_path / "out" / "two" / "seed_42" / "notebooks" / "03_next.ipynb").read_text())["cells"]
+
+
+def test_report_pages_are_rendered_once_per_execution(tmp_path):
+    """A page newer than its executed notebook is kept (the runner renders each notebook as it finishes);
+    a notebook executed again is rendered again."""
+    import os
+    from mia_nb.report import render_notebook
+    nb_path = tmp_path / "01_a.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("1 + 1")]), nb_path)
+    page = render_notebook(nb_path, tmp_path / "report")
+    os.utime(page, ns=(nb_path.stat().st_mtime_ns + 10**9,) * 2)
+    page.write_text("kept")
+    assert render_notebook(nb_path, tmp_path / "report").read_text() == "kept"
+    os.utime(nb_path, ns=(page.stat().st_mtime_ns + 10**9,) * 2)  # executed again, later
+    assert "kept" != render_notebook(nb_path, tmp_path / "report").read_text()

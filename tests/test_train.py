@@ -60,3 +60,22 @@ def test_training_refuses_mismatched_data():
     with pytest.raises(ValueError, match="training data"):
         train_model(build_model("simple_cnn", 2, 1, 28), torch.zeros(3, 1, 28, 28), torch.zeros(2, dtype=torch.long),
                     TrainConfig(epochs=1), seed=0)
+
+
+def test_inference_runs_channels_last_and_leaves_the_model_as_it_was():
+    """forward_logits switches a (1-channel) CNN to channels-last for the pass and back afterwards; a model
+    already channels-last (mid-training) stays so; the logits are those of the default layout."""
+    from mia_nb.models import SimpleCNN, channels_last, forward_logits
+    torch.manual_seed(0)
+    model, x = SimpleCNN(1, 28, 10).eval(), torch.randn(8, 1, 28, 28)
+    conv2 = model.features[3].weight
+    with channels_last(model, x):
+        assert model.features[3].weight.is_contiguous(memory_format=torch.channels_last)
+        assert not model.features[3].weight.is_contiguous()
+    assert model.features[3].weight.is_contiguous() and conv2.shape == model.features[3].weight.shape
+    with torch.no_grad():
+        plain = model(x)
+    torch.testing.assert_close(forward_logits(model, x), plain, atol=1e-5, rtol=1e-5)
+    model.to(memory_format=torch.channels_last)
+    forward_logits(model, x)
+    assert model.features[3].weight.is_contiguous(memory_format=torch.channels_last)
