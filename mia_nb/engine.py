@@ -156,3 +156,12 @@ def run_jobs(jobs: Sequence[Callable[[], Any]], cfg: EngineConfig | None = None,
     finally:
         bar.close()
     return results
+
+
+def release_workers(cfg: EngineConfig | None = None) -> None:
+    """Stop joblib's idle loky workers now instead of after their 5-minute idle timeout: after a big
+    training phase each still holds its copy of the data (about 1 GB on the default profile)."""
+    if (cfg or EngineConfig()).backend != "joblib":
+        return
+    from joblib.externals.loky import get_reusable_executor
+    get_reusable_executor().shutdown(wait=True)

@@ -68,6 +68,41 @@ def execute(notebook: Path, out: Path, params: dict, cwd: Path) -> None:
                         progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGS)
 
 
+FINGERPRINT_KEY = "mia_nb_fingerprint"  # in an executed copy's metadata, written only after it ran through
+
+
+def fingerprint(notebook: Path, params: dict, profile_file: Path) -> str:
+    """What an executed notebook is a function of, apart from the store: the notebook's source, its
+    parameters, the profile file and every module of `mia_nb` (a sha256)."""
+    import hashlib
+    import json
+    h = hashlib.sha256()
+    h.update(Path(notebook).read_bytes())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    h.update(Path(profile_file).read_bytes())
+    for module in sorted((REPO_ROOT / "mia_nb").glob("*.py")):
+        h.update(module.name.encode() + b"\0" + module.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def up_to_date(out: Path, print_: str) -> bool:
+    """Whether the executed copy `out` ran through with this fingerprint."""
+    import json
+    try:
+        return json.loads(Path(out).read_text(encoding="utf-8"))["metadata"].get(FINGERPRINT_KEY) == print_
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def mark_up_to_date(out: Path, print_: str) -> None:
+    """Record the fingerprint in the executed copy's metadata (atomically)."""
+    import nbformat
+    from .store import write_text
+    nb = nbformat.read(str(out), as_version=4)
+    nb.metadata[FINGERPRINT_KEY] = print_
+    write_text(out, nbformat.writes(nb))
+
+
 # the kernel logs only critical messages: no "running over TCP without encryption" warning per notebook and
 # no "KeyboardInterrupt caught" line when it is shut down (cell errors still reach the runner)
 KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
@@ -107,6 +142,9 @@ def train_models(profile: Profile, outputs_root: Path, seeds: tuple[int, ...], q
         print(f"training {len(items)} models through the engine ({profile.engine.backend})", flush=True)
     t0 = time.perf_counter()
     trained.run_missing(items, profile.engine, desc="models", progress=not quiet)
+    if items:
+        from .engine import release_workers
+        release_workers(profile.engine)  # the notebooks' kernels need the memory the idle workers hold
     if items and not quiet:
         print(f"    trained {len(items)} models in {time.perf_counter() - t0:.0f} s", flush=True)
     return len(items)
@@ -160,6 +198,15 @@ class _Progress:
             if not self.quiet:
                 label = f"seed {seed}" if seed >= 0 else "all seeds"
                 print(f"[{self.started}/{self.total}] {self.profile} · {label} · {nb.stem} …", flush=True)
+
+    def skip(self, job: Job) -> None:
+        with self.lock:
+            self.started += 1
+            self.finished.append(job)
+            if not self.quiet:
+                label = f"seed {job[1]}" if job[1] >= 0 else "all seeds"
+                print(f"[{self.started}/{self.total}] {self.profile} · {label} · {job[0].stem}: up to date "
+                      f"(unchanged notebook, profile and code; --force reruns it)", flush=True)
 
     def done(self, job: Job, out: Path, seconds: float, named: bool) -> None:
         with self.lock:
@@ -216,8 +263,15 @@ def run_chains(chains: list[list[Job]], parallel: int, run_one: Callable[[Job, b
 
 
 def run_study(params_file: str | Path, only: str | None = None, outputs_root: str | Path | None = None,
-              quiet: bool = False, notebook_dir: Path = NOTEBOOK_DIR, report: bool = True) -> list[Path]:
+              quiet: bool = False, notebook_dir: Path = NOTEBOOK_DIR, report: bool = True,
+              force: bool = False) -> list[Path]:
     """Execute the selected notebooks for every seed of the profile, then the summary notebooks once.
+
+    A notebook whose executed copy ran through with the same fingerprint (`fingerprint`: its source,
+    parameters, profile file and the package's code) is up to date and skipped, unless an earlier
+    notebook of its seed ran in this call, models were trained, or `force`; the summary notebooks run
+    when anything else did. Everything a notebook computes comes from the store, so a skip changes no
+    result; `force` (`--force`) reruns every selected notebook.
 
     Seeds are independent until the summary: each seed's notebooks run in order, and the seeds' chains
     run side by side, one per core (`side_by_side`). With several seeds, per-seed tables are aggregated
@@ -254,14 +308,25 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     if not quiet and parallel > 1:
         print(f"{len(seeds)} seeds: their notebooks run {parallel} at a time", flush=True)
 
+    ran: set[int] = set()  # seeds (-1: the summary) with a notebook executed in this call
+    lock = threading.Lock()
+
     def run_one(job: Job, named: bool) -> None:
         nb, seed, folder = job
         out = folder / "notebooks" / nb.name
+        params = {"params_file": str(params_file), "outputs_root": str(outputs_root), "seed": int(seed)}
+        print_ = fingerprint(nb, params, params_file)
+        with lock:
+            must = force or seed in ran or (seed < 0 and bool(ran))
+        if not must and up_to_date(out, print_):
+            progress.skip(job)
+            return
+        with lock:
+            ran.add(seed)
         t0 = time.perf_counter()
         progress.start(nb, seed)
         try:
-            execute(nb, out, {"params_file": str(params_file), "outputs_root": str(outputs_root),
-                              "seed": int(seed)}, notebook_dir)
+            execute(nb, out, params, notebook_dir)
         except pm.PapermillExecutionError as err:
             if err.ename == "KeyboardInterrupt" or STOP.is_set():  # Ctrl-C, passed on to the kernel by main
                 raise _interrupted(nb, seed) from None
@@ -272,6 +337,7 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
             if STOP.is_set():  # e.g. a kernel that got the Ctrl-C while starting
                 raise _interrupted(nb, seed) from None
             raise
+        mark_up_to_date(out, print_)
         progress.done(job, out, time.perf_counter() - t0, named)
         if report:  # rendered now, while the other chains' kernels run; the report at the end links it
             try:
@@ -290,8 +356,8 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
 
     run_chains(before, parallel, run_one)
     stop_if_asked()
-    if later:
-        train_models(profile, outputs_root, seeds, quiet)
+    if later and train_models(profile, outputs_root, seeds, quiet):
+        ran.update(seeds)  # new models: every later notebook of every seed runs
     run_chains(after, parallel, run_one)
     stop_if_asked()
     if last and len(seeds) > 1:
@@ -392,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="execute the numbered notebooks in order with papermill")
     r.add_argument("--params", default=str(REPO_ROOT / "params" / "default.yaml"), help="profile YAML")
     r.add_argument("--only", default=None, help="notebooks to run, e.g. 01-03 or 04,06")
+    r.add_argument("--force", action="store_true", help="rerun notebooks that are up to date too")
     r.add_argument("--outputs", default=None, help="outputs root (default: ./outputs)")
     r.add_argument("--notebooks", default=str(NOTEBOOK_DIR), help=argparse.SUPPRESS)  # tests: a folder of stand-ins
     d = sub.add_parser("data", help="install the default dataset (Fashion-MNIST) when it is missing")
@@ -431,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        run_study(args.params, args.only, args.outputs, notebook_dir=Path(args.notebooks))
+        run_study(args.params, args.only, args.outputs, notebook_dir=Path(args.notebooks), force=args.force)
     except (ConfigError, FileNotFoundError, OutsideRootError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

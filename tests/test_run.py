@@ -157,3 +157,40 @@ def test_report_pages_are_rendered_once_per_execution(tmp_path):
     assert render_notebook(nb_path, tmp_path / "report").read_text() == "kept"
     os.utime(nb_path, ns=(page.stat().st_mtime_ns + 10**9,) * 2)  # executed again, later
     assert "kept" != render_notebook(nb_path, tmp_path / "report").read_text()
+
+
+def test_up_to_date_notebooks_are_skipped_and_what_follows_a_change_reruns(tmp_path):
+    """A rerun with nothing changed executes nothing; a changed notebook runs again with everything after it
+    in its seed and the summary; --force reruns all; a failed notebook is never taken as up to date."""
+    log = tmp_path / "ran.txt"
+    cell = lambda name: f"open({str(log)!r}, 'a').write({name!r} + chr(10))"  # noqa: E731
+    sources = {"01_a.ipynb": cell("01"), "02_b.ipynb": cell("02"), "03_c.ipynb": cell("03"), "08_s.ipynb": cell("08")}
+    nbdir = _stand_ins(tmp_path / "nbs", sources)
+    kw = {"outputs_root": tmp_path / "out", "notebook_dir": nbdir, "quiet": True, "report": False}
+    smoke = REPO / "params" / "smoke.yaml"
+
+    def runs() -> list[str]:
+        text = log.read_text() if log.exists() else ""
+        log.unlink(missing_ok=True)
+        return text.split()
+
+    run_study(smoke, **kw)
+    assert runs() == ["01", "02", "03", "08"]
+    done = run_study(smoke, **kw)
+    assert runs() == [] and len(done) == 4
+    nb = nbformat.read(nbdir / "02_b.ipynb", as_version=4)
+    nb.cells[1].source += "\nx = 2"
+    nbformat.write(nb, nbdir / "02_b.ipynb")
+    run_study(smoke, **kw)
+    assert runs() == ["02", "03", "08"]
+    run_study(smoke, force=True, **kw)
+    assert runs() == ["01", "02", "03", "08"]
+    nb.cells[1].source += "\nraise ValueError('broken')"
+    nbformat.write(nb, nbdir / "02_b.ipynb")
+    with pytest.raises(NotebookFailed):
+        run_study(smoke, **kw)
+    nb.cells[1].source = cell("02")
+    nbformat.write(nb, nbdir / "02_b.ipynb")
+    runs()
+    run_study(smoke, **kw)  # the source is back to the version that ran through, but the copy holds the failure
+    assert runs() == ["02", "03", "08"]
