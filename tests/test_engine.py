@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +157,26 @@ def test_lira64_profile_validates_and_starts(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "lira64" / "seed_42" / "data" / "splits.npz").is_file()
+
+
+def _pid() -> int:
+    import os
+    return os.getpid()
+
+
+def test_idle_workers_are_released_after_a_training_phase():
+    """release_workers stops loky's workers at once (they would otherwise hold their memory for minutes)."""
+    import os
+    from mia_nb.engine import release_workers
+    pids = set(run_jobs([_pid, _pid], EngineConfig(workers=2), progress=False))
+    assert os.getpid() not in pids
+    release_workers(EngineConfig())
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    deadline = time.time() + 10
+    while any(running(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(running(p) for p in pids)
