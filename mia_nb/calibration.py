@@ -208,10 +208,8 @@ def _kron_last_layer_variance(la: Any, phi: torch.Tensor) -> torch.Tensor | None
     """
     from laplace.utils.matrix import KronDecomposed
     post = la.posterior_precision
-    if not isinstance(post, KronDecomposed):
-        return None
-    if phi.dim() != 2:
-        return None
+    if not isinstance(post, KronDecomposed) or post.damping or phi.dim() != 2:
+        return None  # damped factors (laplace-torch drops `damping` in 0.3 anyway) go the generic way
     phi = phi.double()
     d = phi.shape[1]
     blocks = list(zip(post.eigenvalues, post.eigenvectors, post.deltas))
@@ -221,17 +219,13 @@ def _kron_last_layer_variance(la: Any, phi: torch.Tensor) -> torch.Tensor | None
     l_out, l_in, q_out, q_in, delta = (t.double() for t in (l_out, l_in, q_out, q_in, delta))
     if len(l_in) != d:
         return None
-    if post.damping:
-        lam = torch.outer(l_out + delta.sqrt(), l_in + delta.sqrt())
-    else:
-        lam = torch.outer(l_out, l_in) + delta
+    lam = torch.outer(l_out, l_in) + delta
     weights = ((phi @ q_in) ** 2) @ (1.0 / lam).T  # [N, K]: the variance along each output eigenvector
     f_var = torch.einsum("ci,ni,ki->nck", q_out, weights, q_out)
     if len(blocks) == 2:
         (l_b,), (q_b,), delta_b = blocks[1]
         l_b, q_b, delta_b = l_b.double(), q_b.double(), delta_b.double()
-        lam_b = l_b + delta_b  # one-factor blocks: laplace-torch adds the prior as it is, damping or not
-        f_var = f_var + (q_b / lam_b) @ q_b.T
+        f_var = f_var + (q_b / (l_b + delta_b)) @ q_b.T
     return f_var
 
 

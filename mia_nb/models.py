@@ -111,8 +111,7 @@ def forward_logits(model: nn.Module, x: torch.Tensor, prep=None, batch_size: int
     with channels_last(model, x):
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(device)
-            xb = prep(xb) if prep is not None else xb
-            out.append(model(xb.contiguous(memory_format=torch.channels_last) if xb.dim() == 4 else xb).float().cpu())
+            out.append(model(prep(xb) if prep is not None else xb).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -126,8 +125,7 @@ def forward_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
     try:
         with channels_last(model, x):
             for i in range(0, len(x), batch_size):
-                xb = x[i:i + batch_size].to(device)
-                model(xb.contiguous(memory_format=torch.channels_last) if xb.dim() == 4 else xb)
+                model(x[i:i + batch_size].to(device))
     finally:
         hook.remove()
     return torch.cat(seen) if seen else torch.empty(0)

@@ -63,7 +63,6 @@ def execute(notebook: Path, out: Path, params: dict, cwd: Path) -> None:
     """Run one notebook with papermill, writing the executed copy to `out`."""
     import papermill as pm
     out.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["MIA_NB_HEADLESS"] = "1"  # the kernel inherits it: widgets are skipped, static figures stay
     pm.execute_notebook(str(notebook), str(out), parameters=params, cwd=str(cwd), kernel_name="python3",
                         progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGS)
 
@@ -76,12 +75,12 @@ def fingerprint(notebook: Path, params: dict, profile_file: Path) -> str:
     parameters, the profile file and every module of `mia_nb` (a sha256)."""
     import hashlib
     import json
+    from .versions import package_version
     h = hashlib.sha256()
     h.update(Path(notebook).read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(Path(profile_file).read_bytes())
-    for module in sorted((REPO_ROOT / "mia_nb").glob("*.py")):
-        h.update(module.name.encode() + b"\0" + module.read_bytes())
+    h.update(package_version().encode())
     return h.hexdigest()[:16]
 
 
@@ -184,6 +183,11 @@ class _KernelThreads:
                 os.environ[k] = v
 
 
+def _label(seed: int) -> str:
+    """How a job's seed reads in the runner's lines (-1: the summary notebooks)."""
+    return f"seed {seed}" if seed >= 0 else "all seeds"
+
+
 class _Progress:
     """Numbered start / done lines shared by the chains (one lock, whole lines)."""
 
@@ -196,23 +200,21 @@ class _Progress:
         with self.lock:
             self.started += 1
             if not self.quiet:
-                label = f"seed {seed}" if seed >= 0 else "all seeds"
-                print(f"[{self.started}/{self.total}] {self.profile} · {label} · {nb.stem} …", flush=True)
+                print(f"[{self.started}/{self.total}] {self.profile} · {_label(seed)} · {nb.stem} …", flush=True)
 
     def skip(self, job: Job) -> None:
         with self.lock:
             self.started += 1
             self.finished.append(job)
             if not self.quiet:
-                label = f"seed {job[1]}" if job[1] >= 0 else "all seeds"
-                print(f"[{self.started}/{self.total}] {self.profile} · {label} · {job[0].stem}: up to date "
+                print(f"[{self.started}/{self.total}] {self.profile} · {_label(job[1])} · {job[0].stem}: up to date "
                       f"(unchanged notebook, profile and code; --force reruns it)", flush=True)
 
     def done(self, job: Job, out: Path, seconds: float, named: bool) -> None:
         with self.lock:
             self.finished.append(job)
             if not self.quiet:
-                who = f"{'seed ' + str(job[1]) if job[1] >= 0 else 'all seeds'} · {job[0].stem} " if named else ""
+                who = f"{_label(job[1])} · {job[0].stem} " if named else ""
                 print(f"    {who}done in {seconds:.0f} s → {out}", flush=True)
 
 
@@ -303,7 +305,7 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     every = [j for c in before for j in c] + [j for c in after for j in c] + last
     progress = _Progress(len(every), profile.name, quiet)
     from .report import page_prefix, render_notebook  # imported once, before the chains' threads start
-    os.environ["MIA_NB_HEADLESS"] = "1"
+    os.environ["MIA_NB_HEADLESS"] = "1"  # kernels inherit it: widgets are skipped, static figures stay
     parallel = side_by_side(profile, len(seeds))
     if not quiet and parallel > 1:
         print(f"{len(seeds)} seeds: their notebooks run {parallel} at a time", flush=True)
@@ -352,7 +354,7 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     def stop_if_asked() -> None:  # Ctrl-C reached a kernel between two cells: stop after its notebook
         left = [j for j in every if j not in progress.finished]
         if STOP.is_set() and left:
-            raise Interrupted(left[0][0].name, left[0][1], base, _remaining(left, notebooks, only))
+            raise _interrupted(*left[0][:2])
 
     run_chains(before, parallel, run_one)
     stop_if_asked()
@@ -506,8 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Interrupted as err:
-        label = f"seed {err.seed}" if err.seed >= 0 else "all seeds"
-        print(f"interrupted: {Path(err.name).stem} ({label}) stopped; everything stored so far in {err.base} is kept "
+        print(f"interrupted: {Path(err.name).stem} ({_label(err.seed)}) stopped; everything stored so far in {err.base} is kept "
               f"and will be reused; resume with: {_command(args.params, args.outputs, err.only)}",
               file=sys.stderr, flush=True)
         return 130

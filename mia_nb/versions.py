@@ -78,3 +78,13 @@ def code_version(kind: str) -> str:
     for module in DEPENDS[kind]:
         digest.update(f"{module}\0{_source(module)}\0".encode())
     return digest.hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=None)
+def package_version() -> str:
+    """A short sha256 of every module of the package (cached per process): what an executed notebook's
+    fingerprint (`mia_nb.run.fingerprint`) takes of the code."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.glob("*.py")):
+        digest.update(f"{path.stem}\0{_source(path.stem)}\0".encode())
+    return digest.hexdigest()[:12]
