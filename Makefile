@@ -1,13 +1,17 @@
 # mia-nb: two commands do everything on a fresh Debian machine with Python 3.11.
 #   make study   set up .venv, install data, run the whole study headless on params/default.yaml
-#   make test    set up the same environment and run the tests
+#   make test    set up the same environment and run the tests (all of them: smoke study, benchmarks' tiny runs)
+#   make test-fast  the edit-test loop: every test not marked slow (under 2 minutes on 2 cores)
+#   make lab     JupyterLab on notebook 00 (the lesson); saving a notebook under notebooks/ strips its outputs
+#                (jupyter_server_config.py), so the committed notebooks stay clean. LAB_ARGS="--no-browser --port 8899"
 PYTHON ?= python3
 PARAMS ?= params/default.yaml
+LAB_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup data study test clean-outputs
+.PHONY: setup data study test test-fast lab clean-outputs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +30,13 @@ study: data
 
 test: data
 	$(BIN)/python -m pytest -q
+
+test-fast: data
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lab: data
+	$(BIN)/jupyter lab --config=$(CURDIR)/jupyter_server_config.py --ServerApp.root_dir=$(CURDIR) $(LAB_ARGS) \
+		notebooks/00_membership_inference_in_ten_minutes.ipynb
 
 clean-outputs:
 	rm -rf outputs

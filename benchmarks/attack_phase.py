@@ -4,7 +4,7 @@ For the default profile's sizes (2,500 target members; 5 non-member pools of 5,0
 with 2,500 members + 2,500 non-members) and the default profile's attack settings, times
 
   (a) score once: the logits of each model on each set are computed once (kept in the store in the
-      study), then `evaluate.fit_attacks` + `evaluate.evaluate_attacks` run every attack (threshold,
+      study), then `evaluation.fit_attacks` + `evaluation.attack_table` run every attack (threshold,
       entropy, Salem, loss) on every pool from those cached outputs;
   (b) the paper's path: every attack re-runs the model through a DataLoader (batch 64): on the shadow
       sets to fit, on the members and on the pool for every (attack, pool), and once more on each MMPS
@@ -16,11 +16,15 @@ step). Prints both times, the split of (a) into fit and evaluate (and the Salem 
 work in both paths), and the ratio (b) / (a). Goal: (a) at least 100× faster.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/attack_phase.py [--threads 1] [--pools 5] ...
+
+`--tiny` runs both paths on a few dozen images with a short Salem fit, in seconds: it checks that the
+script still runs (tests/test_benchmarks.py), it measures nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -28,12 +32,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from mia_nb import evaluate
-from mia_nb.attacks import balanced_shadow, make_attack
+from mia_nb.attacks import evaluation
+from mia_nb.attacks.score_based import balanced_shadow, make_attack
 from mia_nb.config import load_profile
-from mia_nb.metrics import attack_metrics
-from mia_nb.models import SimpleCNN, forward_logits
-from mia_nb.scores import Outputs, softmax
+from mia_nb.attacks.metrics import attack_metrics
+from mia_nb.models.networks import SimpleCNN, forward_logits
+from mia_nb.attacks.scores import Outputs, softmax
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_BATCH = 64
@@ -85,7 +89,7 @@ def paper_path(cfg, target, shadow, members, pools, shadow_m, shadow_n, seed: in
             t_salem = time.perf_counter() - t1
         for x_n, y_n in pools.values():
             out_m, out_n = loader_outputs(target, *members), loader_outputs(target, x_n, y_n)
-            row = attack_metrics(attack, out_m, out_n, n_boot=cfg.n_boot, seed=seed)
+            row = attack_metrics(attack, out_m, out_n, seed=seed)
             pm, pn = attack.predict(out_m), attack.predict(out_n)
             row.update(mmps_tp=group_mmps(target, members[0], pm), mmps_fn=group_mmps(target, members[0], ~pm),
                        mmps_fp=group_mmps(target, x_n, pn), mmps_tn=group_mmps(target, x_n, ~pn))
@@ -101,17 +105,21 @@ def main() -> None:
     ap.add_argument("--shadow", type=int, default=2500, help="shadow members (and as many non-members)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--skip-paper", action="store_true", help="time only the score-once path")
+    ap.add_argument("--tiny", action="store_true", help="a seconds-long run on tiny sizes (checks the script runs)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_profile(REPO / "params" / "default.yaml").attacks
+    if args.tiny:
+        args.members, args.pools, args.pool_size, args.shadow = 64, 1, 64, 64
+        cfg = dataclasses.replace(cfg, salem_max_epochs=2)
     seed = 42
     target, shadow = model(1), model(2)
     members = random_set(args.members, 10)
     pools = {f"pool_{i}": random_set(args.pool_size, 20 + i) for i in range(args.pools)}
     shadow_m, shadow_n = random_set(args.shadow, 30), random_set(args.shadow, 31)
     n_images = args.members + args.pools * args.pool_size + 2 * args.shadow
-    print(f"torch threads {torch.get_num_threads()}; attacks {', '.join(cfg.names)} (n_boot {cfg.n_boot}); "
+    print(f"torch threads {torch.get_num_threads()}; attacks {', '.join(cfg.names)}; "
           f"{args.members:,} members, {args.pools} pools × {args.pool_size:,}, shadow {args.shadow:,} + "
           f"{args.shadow:,}; {n_images:,} distinct images")
 
@@ -128,10 +136,10 @@ def main() -> None:
     out_sn = Outputs(softmax(forward_logits(shadow, shadow_n[0]).numpy()), shadow_n[1])
     t_score = time.perf_counter() - t0
     t0 = time.perf_counter()
-    attacks, sizes = evaluate.fit_attacks(cfg, out_sm, out_sn, seed)
+    attacks, sizes = evaluation.fit_attacks(cfg, out_sm, out_sn, seed)
     t_fit = time.perf_counter() - t0
     t0 = time.perf_counter()
-    table = evaluate.evaluate_attacks(attacks, out_m, out_pools, "vanilla", n_boot=cfg.n_boot, seed=seed)
+    table = evaluation.attack_table(attacks, out_m, out_pools, "vanilla", seed=seed)
     t_eval = time.perf_counter() - t0
     t_a = t_fit + t_eval
     salem = attacks.get("salem")
@@ -140,7 +148,7 @@ def main() -> None:
           f"→ attack phase {t_a:.2f} s")
     # the fits of the other attacks, timed one by one (the Salem MLP's training is the same work in both paths)
     t_others = t_eval
-    for name, attack in evaluate.make_attacks(cfg, seed).items():
+    for name, attack in evaluation.make_attacks(cfg, seed).items():
         if name != "salem":
             t0 = time.perf_counter()
             attack.fit(*balanced_shadow(out_sm, out_sn, seed))

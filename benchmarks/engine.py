@@ -5,6 +5,8 @@
 Trains `--models` copies of the profile's target recipe (distinct job seeds) on the default profile's
 data, three ways, in one run on one machine, and prints models per minute and the speed-ups.
 Goal (issue 10): the second worker gives >= 1.4x on 2 cores. Not a test: machines differ ~3x in speed.
+`--tiny` trains two one-epoch models of the smoke profile each way, in seconds: it checks that the script
+still runs (tests/test_benchmarks.py), it measures nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import time
 import torch
 
 from mia_nb.config import EngineConfig, load_profile
-from mia_nb.engine import run_jobs
+from mia_nb.models.engine import run_jobs
 from mia_nb.study import Study
-from mia_nb.trained import ModelRequest, make_job
+from mia_nb.models.jobs import ModelRequest, make_job
 
 
 def jobs_for(study: Study, n: int, epochs: int) -> list:
@@ -35,7 +37,10 @@ def main() -> None:
     ap.add_argument("--params", default="params/default.yaml")
     ap.add_argument("--models", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=0, help="0 = the profile's epochs")
+    ap.add_argument("--tiny", action="store_true", help="a seconds-long run on tiny sizes (checks the script runs)")
     args = ap.parse_args()
+    if args.tiny:
+        args.params, args.models, args.epochs = "params/smoke.yaml", 2, 1
     profile = dataclasses.replace(load_profile(args.params), seeds=())
     with tempfile.TemporaryDirectory() as tmp:
         study = Study(profile, tmp, profile.seed)

@@ -3,7 +3,7 @@
 For a SimpleCNN-sized model (random weights) and random 28x28 inputs: fit on 2,500 inputs,
 marglik prior optimisation, probit predictions on 5,000 inputs. Prints a table and the fastest
 backend by fit time (prediction runs the same laplace-torch code, last-layer Jacobians from the
-features, whatever the backend, so its spread is timing noise). `mia_nb.calibration.DEFAULT_BACKEND`
+features, whatever the backend, so its spread is timing noise). `mia_nb.models.calibration.DEFAULT_BACKEND`
 is set from it: the fastest exact-GGN backend, since EF is a different curvature, not just a
 different implementation.
 
@@ -17,6 +17,10 @@ are recomputed on every pass; models, logits and penultimate features come from 
 are cached first and timed apart). Issue 12's goal: all arms within 60 s on 2 cores.
 
     .venv/bin/python benchmarks/llla_backends.py --profile params/default.yaml --outputs outputs [--seed 42]
+
+`--tiny` times every backend on a few dozen inputs, once, in seconds: it checks that the script still runs
+(tests/test_benchmarks.py), it measures nothing; a backend that fails then fails the run instead of being
+reported. (The `--profile` mode is checked on a tiny profile the test trains.)
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mia_nb.calibration import BACKENDS, fit_llla, llla_predict
+from mia_nb.models.calibration import BACKENDS, fit_llla, llla_log_predict
 
 
 class TinyCNN(nn.Module):
@@ -53,7 +57,7 @@ def run_one(backend: str, model: nn.Module, loader: DataLoader, x_test: torch.Te
     t0 = time.perf_counter()
     res = fit_llla(model, loader, backend=backend, prior="marglik", seed=0)
     t1 = time.perf_counter()
-    probs = llla_predict(res, x_test, link="probit", seed=0, batch_size=1000)
+    probs = np.exp(llla_log_predict(res, x_test, link="probit", seed=0, batch_size=1000))
     t2 = time.perf_counter()
     return {"fit": t1 - t0, "predict": t2 - t1, "prior": res.prior_precision, "probs": probs}
 
@@ -88,15 +92,16 @@ def run_profile(args: argparse.Namespace) -> None:
     then log-probabilities on every set the attacks read (target: members and every pool; shadow: its
     members and held-out images). Features are cached first and timed apart (they are shared with no
     other arm: the convolutional part runs once per model and pool)."""
-    from mia_nb import ood, variants
-    from mia_nb.ood import part_spec
+    from mia_nb.data import nonmembers
+    from mia_nb.models import variants
+    from mia_nb.data.nonmembers import part_spec
     from mia_nb.study import open_study
 
     study = open_study(args.profile, args.outputs, args.seed)
     cfg = study.profile.calibration.llla
     vanilla = variants.vanilla(study)
     pools = {}
-    for name, spec in ood.pool_specs(study).items():
+    for name, spec in nonmembers.pool_specs(study).items():
         try:
             spec.build()
             pools[name] = spec
@@ -126,7 +131,7 @@ def run_profile(args: argparse.Namespace) -> None:
                     v.log_probs(study, role, spec)
             t2 = time.perf_counter()
             best = (t1 - t0, t2 - t1) if best is None or t2 - t0 < sum(best) else best
-        rows.append((variants.LLLA_NAMES[arm], *best, v.info["laplace"]["target"]["prior_precision"]))
+        rows.append((variants.LLLA_NAMES[arm], *best, v.laplace_meta["target"].prior_precision))
     print(f"\n{'variant':<14}{'fit+prior s':>12}{'predict s':>11}{'total s':>9}{'prior (target)':>16}   "
           f"(target + shadow, best of {args.repeats})")
     for name, fit, pred, prior in rows:
@@ -142,6 +147,7 @@ def main() -> None:
     ap.add_argument("--profile", default=None, help="time notebook 06's LLLA on this profile's trained models")
     ap.add_argument("--outputs", default=None, help="outputs root holding the profile's models (with --profile)")
     ap.add_argument("--seed", type=int, default=None, help="the profile's seed to time (with --profile)")
+    ap.add_argument("--tiny", action="store_true", help="a seconds-long run on tiny sizes (checks the script runs)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     if args.profile:
@@ -151,10 +157,13 @@ def main() -> None:
     torch.manual_seed(0)
     model = TinyCNN().eval()
     g = torch.Generator().manual_seed(1)
-    x_train = torch.randn(2500, 1, 28, 28, generator=g)
+    n_train, n_test = (50, 20) if args.tiny else (2500, 5000)
+    if args.tiny:
+        args.repeats = 1
+    x_train = torch.randn(n_train, 1, 28, 28, generator=g)
     with torch.no_grad():  # labels the model itself likes, so the MAP is not absurd
         y_train = model(x_train).argmax(1)
-    x_test = torch.randn(5000, 1, 28, 28, generator=g)
+    x_test = torch.randn(n_test, 1, 28, 28, generator=g)
     loader = DataLoader(TensorDataset(x_train, y_train), batch_size=250)
 
     rows, ref = [], None
@@ -166,6 +175,8 @@ def main() -> None:
                 r = run_one(name, model, loader, x_test)
                 best = r if best is None or r["fit"] + r["predict"] < best["fit"] + best["predict"] else best
         except Exception as err:  # noqa: BLE001 - report and keep benchmarking the others
+            if args.tiny:
+                raise
             rows.append((name, None, None, None, None, f"{type(err).__name__}: {str(err)[:60]}"))
             continue
         if ref is None and name.endswith("ggn"):

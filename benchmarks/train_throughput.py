@@ -5,6 +5,9 @@ torch.utils.flop_counter), the achieved FLOP/s, and that as a fraction of a larg
 timed in the same run. Goal: at least 40 % of the matmul rate.
 
     .venv/bin/python benchmarks/train_throughput.py [--batch-size 64] [--threads N]
+
+`--tiny` takes a few steps of one small batch against a small matmul, in seconds: it checks that the script
+still runs (tests/test_benchmarks.py), it measures nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mia_nb.models import SimpleCNN
+from mia_nb.models.networks import SimpleCNN
 
 
 def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
@@ -62,13 +65,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--tiny", action="store_true", help="a seconds-long run on tiny sizes (checks the script runs)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    n = 2048
+    if args.tiny:
+        args.batch_size, args.steps, n = [16], 2, 256
     torch.manual_seed(0)
-    peak = matmul_flops_per_s()
+    peak = matmul_flops_per_s(n)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"float32 2048² matmul: {peak / 1e9:.1f} GFLOP/s")
+          f"float32 {n}² matmul: {peak / 1e9:.1f} GFLOP/s")
     print(f"{'batch':>6} {'layout':>14} {'img/s':>9} {'GFLOP/s':>9} {'of matmul':>10}")
     for bs in args.batch_size:
         for cl in (False, True):

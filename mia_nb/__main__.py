@@ -2,6 +2,6 @@
 
 import sys
 
-from .run import main
+from mia_nb.runner.cli import main
 
 sys.exit(main())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import functools
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -12,14 +12,14 @@ from typing import Any, Callable, Optional, Union, get_args, get_origin, get_typ
 
 import yaml
 
-from . import REPO_ROOT
-from .attacks import ATTACKS
+from mia_nb import REPO_ROOT
+from mia_nb.data.catalog import DATASET_INFO
 
-DATASETS = ("fashion_mnist", "cifar10", "stanford_dogs")
+DATASETS = tuple(DATASET_INFO)  # the dataset registry (facts, native sizes) is mia_nb.data.catalog
 ARCHS = ("simple_cnn", "resnet18", "efficientnet_b0", "resnet50")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle")
-ATTACK_NAMES = tuple(ATTACKS)  # the registry is mia_nb.attacks.ATTACKS
+ATTACK_NAMES = ("threshold", "entropy", "salem", "loss")  # keys of mia_nb.attacks.score_based.ATTACKS
 HESSIAN_STRUCTURES = ("kron", "diag", "full")  # last-layer Laplace choices (laplace-torch)
 LLLA_PRIORS = ("marglik", "grid")
 LLLA_ARMS = ("paper", "marglik", "leaky")
@@ -77,7 +77,7 @@ class AttacksConfig:
     salem_k: int = 3
     salem_patience: int = 5
     salem_max_epochs: int = 100
-    n_boot: int = 2000  # paired bootstrap resamples behind every claim interval (mia_nb.claims)
+    n_boot: int = 2000  # paired bootstrap resamples behind every claim interval (mia_nb.claims.findings)
 
 
 @dataclass(frozen=True)
@@ -185,30 +185,30 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return None if value is None else _convert(value, args[0], key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping of settings, got {_shown(value)}")
         return _build(tp, value, key + ".")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_shown(value)}")
         inner = get_args(tp)[0]
         return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_shown(value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"{key}: not a finite number, got {value!r} (use an ordinary number)")
+            raise ConfigError(f"{key}: not a finite number, got {_shown(value)} (use an ordinary number)")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_shown(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
 
@@ -219,21 +219,35 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     names = [f.name for f in fields(cls) if f.name != "source"]
     unknown = sorted(str(k) for k in values if k not in names)
     if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known keys here: {', '.join(names)})")
+        raise ConfigError(f"{prefix}{_key_text(unknown[0])}: unknown key (known keys here: {', '.join(names)})")
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in values.items()}
     return cls(**kwargs)
 
 
+def _shown(value: Any, width: int = 100) -> str:
+    """`value` for a one-line message: its repr (lists for tuples), cut to about `width` characters."""
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    if len(text) <= width:
+        return text
+    more = f" ... ({len(value):,} entries)" if isinstance(value, (tuple, list, dict)) else " ..."
+    return text[:width] + more
+
+
+def _key_text(key: Any) -> str:
+    """A mapping key for a message: as written when it is a plain word, else its (shortened) repr."""
+    text = str(key)
+    return text if re.fullmatch(r"[\w.-]{1,60}", text) else _shown(text, 60)
+
+
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}: unknown value {value!r} (choose one of: {', '.join(allowed)})")
+        raise ConfigError(f"{key}: unknown value {_shown(value)} (choose one of: {', '.join(allowed)})")
 
 
 def _need(ok: bool, key: str, value: Any, wrong: str, allowed: str) -> None:
     """Raise `<key>: <wrong>, got <value> (<allowed>)` unless `ok`."""
     if not ok:
-        shown = list(value) if isinstance(value, tuple) else value
-        raise ConfigError(f"{key}: {wrong}, got {shown!r} ({allowed})")
+        raise ConfigError(f"{key}: {wrong}, got {_shown(value)} ({allowed})")
 
 
 def _at_least(key: str, value: float, low: float, what: str = "") -> None:
@@ -250,12 +264,90 @@ def _each(key: str, values: tuple[Any, ...], check: Callable[[str, Any], None]) 
 
 
 def _no_repeats(key: str, values: tuple[Any, ...]) -> None:
-    seen = [v for i, v in enumerate(values) if v in values[:i]]
-    _need(not seen, key, values, f"{seen[0]!r} is repeated" if seen else "", "list each value once")
+    """Refuse a list that names a value twice (the first repeat is named); one pass over the list."""
+    seen: set[Any] = set()
+    for v in values:
+        _need(v not in seen, key, values, f"{v!r} is repeated", "list each value once")
+        seen.add(v)
 
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-NATIVE_SIZE = {"fashion_mnist": 28, "cifar10": 32, "stanford_dogs": 224}
+# The largest value of every count a profile sets (for a list: the most entries; for the LLLA grid: the most
+# points). Generous for any study this code is meant for (ten times or more the params/ profiles), small
+# enough that a slip such as 1e12 epochs is refused at load instead of running for ever or failing minutes
+# later out of memory. `validate` checks every entry and names the key and its maximum.
+LIMITS: dict[str, int] = {
+    "seeds": 100,                             # repeats: each trains every model again
+    **{f"splits.{part}": 1_000_000 for part in SPLIT_PARTS},  # images per part (and at most the dataset's)
+    "train.epochs": 1_000,
+    "train.batch_size": 8_192,
+    "train.eval_every": 1_000,
+    "attacks.salem_k": 1_000,                 # and at most the dataset's number of classes
+    "attacks.salem_patience": 1_000,
+    "attacks.salem_max_epochs": 10_000,
+    "attacks.n_boot": 20_000,                 # [n_boot x images] float32 weights per claim
+    "ood.max_pool_size": 1_000_000,
+    "ood.gan.epochs": 1_000,
+    "ood.gan.batch_size": 8_192,
+    "ood.gan.latent_dim": 4_096,
+    "ood.gan.time_budget_s": 7 * 24 * 3600,   # a week
+    "ood.gan.n_images": 200_000,              # PNG files written under generated/
+    "ood.gan.supply_sizes": 20,
+    "calibration.temperatures": 50,
+    "calibration.label_smoothing": 20,        # one model pair each
+    "calibration.llla.grid": 1_000,           # prior precisions tried
+    "calibration.llla.n_samples": 10_000,
+    "calibration.llla.n_noise": 50_000,
+    "defenses.weight_decay": 20,              # one model pair each
+    "defenses.dp_epsilons": 20,               # one model pair each
+    "defenses.dp_epochs": 1_000,
+    "reference_models.k": 256,                # reference models per seed
+    "reference_models.seeds": 100,
+    "reference_models.k_curve": 20,
+    "engine.workers": 1_024,
+}
+
+
+def _amount(key: str, value: Any) -> Any:
+    """What LIMITS bounds for `key`: a list's length, the LLLA grid's number of points, else the value itself."""
+    if key == "calibration.llla.grid":
+        return value[2] if len(value) == 3 else len(value)
+    return len(value) if isinstance(value, tuple) else value
+
+
+def _check_limits(p: Profile) -> None:
+    """Refuse any count above its LIMITS entry, naming the key and the maximum."""
+    for key, most in LIMITS.items():
+        value = functools.reduce(getattr, key.split("."), p)
+        if value is None:
+            continue
+        amount = _amount(key, value)
+        if amount > most:
+            what = "points" if key == "calibration.llla.grid" else "entries" if isinstance(value, tuple) else ""
+            got = f"{amount:,} {what}".strip() if isinstance(amount, int) else _shown(amount)
+            raise ConfigError(f"{key}: too large, got {got} (at most {most:,}{' ' + what if what else ''}; "
+                              f"the limits are mia_nb.config.LIMITS)")
+
+
+def _check_splits(p: Profile) -> None:
+    """Split sizes against the dataset: each non-empty part holds every class, and (where the dataset's size
+    is known) the parts fit, leaving none or at least one image per class over for the stratified draw."""
+    info = DATASET_INFO[p.data.dataset]
+    sizes = {part: getattr(p.splits, part) for part in SPLIT_PARTS}
+    for part, n in sizes.items():
+        _need(n == 0 or n >= info.n_classes, f"splits.{part}", n, "too small",
+              f"at least {info.n_classes} images, one per class of {p.data.dataset}")
+    total, biggest = sum(sizes.values()), max(sizes, key=sizes.get)
+    if info.n_images:
+        _need(total <= info.n_images, f"splits.{biggest}", sizes[biggest],
+              f"the parts add up to {total:,} images but {p.data.dataset} has {info.n_images:,}",
+              "lower this or another part")
+        left = info.n_images - total
+        _need(left == 0 or left >= info.n_classes, f"splits.{biggest}", sizes[biggest],
+              f"the parts leave {left} of the {info.n_images:,} images over",
+              f"a class-stratified draw needs none or at least {info.n_classes} over")
+
+
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")  # \Z: "name\n" does not pass ($ would)
 GAN_SIZES = (28, 32)
 SEED_LIMIT = 2 ** 32
 
@@ -266,6 +358,7 @@ def validate(p: Profile) -> Profile:
     _need(bool(NAME_PATTERN.match(p.name)), "name", p.name, "not a plain folder name",
           "letters, digits, '_', '.', '-', starting with a letter or digit, at most 100 characters; "
           "it names the folder under the outputs root")
+    _check_limits(p)
     _need(bool(p.data.root.strip()), "data.root", p.data.root, "empty", "a folder, relative to the repository or absolute")
     for key, folder in (("data.root", p.data.root), ("ood.afhq_root", p.ood.afhq_root),
                         ("ood.fake_folder", p.ood.fake_folder)):
@@ -278,13 +371,9 @@ def validate(p: Profile) -> Profile:
     _each("seeds", p.seeds, lambda k, v: _need(0 <= v < SEED_LIMIT, k, v, "out of range", "0 <= seed < 2**32"))
     _no_repeats("seeds", p.seeds)
     _one_of("device", p.device, ("auto", "cpu", "cuda"))
-    if p.device == "cuda":
-        import torch
-        _need(torch.cuda.is_available(), "device", p.device, "no CUDA GPU is available here",
-              "use auto or cpu on this machine")
     # -- data and splits
     _one_of("data.dataset", p.data.dataset, DATASETS)
-    size = p.data.image_size or NATIVE_SIZE[p.data.dataset]
+    size = p.data.image_size or DATASET_INFO[p.data.dataset].size
     _need(p.data.image_size == 0 or 8 <= p.data.image_size <= 1024, "data.image_size", p.data.image_size,
           "out of range", "0 for the dataset's native size, or 8 to 1024 pixels")
     for key, value in dataclasses.asdict(p.splits).items():
@@ -293,6 +382,7 @@ def validate(p: Profile) -> Profile:
         _positive(f"splits.{key}", getattr(p.splits, key))
     _need(p.splits.calibration > 0, "splits.calibration", p.splits.calibration, "not positive",
           "notebook 06 fits temperatures and the Laplace prior on it; give it at least 1 image, e.g. 2000")
+    _check_splits(p)
     # -- model and training
     _one_of("model.arch", p.model.arch, ARCHS)
     if p.model.pretrained and p.model.arch != "resnet50":
@@ -318,6 +408,9 @@ def validate(p: Profile) -> Profile:
         _one_of(f"attacks.names[{i}]", name, ATTACK_NAMES)
     _no_repeats("attacks.names", a.names)
     _at_least("attacks.salem_k", a.salem_k, 1)
+    n_classes = DATASET_INFO[p.data.dataset].n_classes
+    _need("salem" not in a.names or a.salem_k <= n_classes, "attacks.salem_k", a.salem_k, "too large",
+          f"Salem's attack reads the top-k probabilities; {p.data.dataset} has {n_classes} classes")
     _at_least("attacks.salem_patience", a.salem_patience, 1)
     _at_least("attacks.salem_max_epochs", a.salem_max_epochs, 1)
     _at_least("attacks.n_boot", a.n_boot, 1000, " bootstrap resample")
@@ -361,8 +454,8 @@ def validate(p: Profile) -> Profile:
     _at_least("calibration.llla.n_noise", c.llla.n_noise, 1)
     _one_of("calibration.llla.link", c.llla.link, LLLA_LINKS)
     gr = c.llla.grid
-    _need(len(gr) == 3 and gr[0] < gr[1] and gr[2] >= 3 and gr[2] == int(gr[2]), "calibration.llla.grid", gr,
-          "not a grid", "[log10 min, log10 max, points >= 3] with min < max")
+    _need(len(gr) == 3 and -30 <= gr[0] < gr[1] <= 30 and gr[2] >= 3 and gr[2] == int(gr[2]),
+          "calibration.llla.grid", gr, "not a grid", "[log10 min, log10 max, points >= 3] with -30 <= min < max <= 30")
     _at_least("calibration.llla.n_samples", c.llla.n_samples, 1)
     # -- defenses
     d = p.defenses
@@ -377,6 +470,7 @@ def validate(p: Profile) -> Profile:
     for i, s_ in enumerate(r.seeds):
         _need(s_ in (p.seeds or (p.seed,)), f"reference_models.seeds[{i}]", s_, "not a seed of this profile",
               f"one of {list(p.seeds or (p.seed,))}")
+    _no_repeats("reference_models.seeds", r.seeds)
     _need(r.k == 0 or p.splits.target_heldout >= p.splits.target_train + 20, "reference_models.k", r.k,
           f"needs held-out images beyond the {p.splits.target_train} in the population",
           "splits.target_heldout at least splits.target_train + 20 (the rest fix the operating points), or k: 0")
@@ -386,8 +480,6 @@ def validate(p: Profile) -> Profile:
     for i, k_ in enumerate(r.k_curve):
         _need(k_ >= 2 and k_ % 2 == 0, f"reference_models.k_curve[{i}]", k_, "not an even number >= 2", "2, 4, 8, ...")
     _need(0 < d.dp_delta < 1, "defenses.dp_delta", d.dp_delta, "outside (0, 1)", "a probability, e.g. 1e-5")
-    _need(not d.dp_secure_mode or importlib.util.find_spec("torchcsprng") is not None, "defenses.dp_secure_mode",
-          d.dp_secure_mode, "needs torchcsprng, which is not installed", "false, or pip install torchcsprng")
     # -- engine
     e = p.engine
     _one_of("engine.backend", e.backend, ENGINE_BACKENDS)
@@ -396,10 +488,6 @@ def validate(p: Profile) -> Profile:
     if e.address is not None and e.backend != "ray":
         raise ConfigError(f"engine.address: only the ray backend takes an address, got {e.address!r} "
                           f"(set engine.backend: ray or remove engine.address)")
-    if e.backend == "ray":
-        _need(importlib.util.find_spec("ray") is not None, "engine.backend", e.backend,
-              "ray needs the Ray extra, which is not installed",
-              "pip install -e .[ray], or use backend joblib")
     return p
 
 
@@ -411,14 +499,107 @@ def parse_profile(values: dict[str, Any], source: str = "<dict>") -> Profile:
     return validate(dataclasses.replace(p, source=source))
 
 
+# ------------------------------------------------------------------------------ reading the YAML file
+#
+# A profile may come from anyone (a shared folder, a download), so reading it is bounded: the file size
+# (MAX_PROFILE_BYTES), the nesting depth (MAX_DEPTH), no control characters, no anchors, aliases or tags
+# (so no "billion laughs" and no self-reference: the composed tree is a tree, and every walk over it is
+# linear), and YAML 1.2 core-schema scalars (`1:00` is the text "1:00", not 60; `010` is ten, not eight;
+# `yes` is text, not true). Every failure is one ConfigError line naming the file and, where there is
+# one, the line and column.
+
+MAX_PROFILE_BYTES = 64 * 1024  # the largest profile file read (the biggest in params/ is under 4 KiB)
+MAX_DEPTH = 16  # mappings and lists inside each other (profiles use 4)
+MAX_INT_DIGITS = 30  # an integer literal longer than this is refused while reading (every count has a LIMIT)
+# Characters a profile may hold: tab, line feed, carriage return, printable ASCII and printable Unicode
+# (what PyYAML accepts, less NEL and the Unicode line / paragraph separators, which would shift line numbers).
+_FORBIDDEN = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_INT_12 = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_FLOAT_12 = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+_BOOL_12 = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_TAG = "tag:yaml.org,2002:"
+
+
+class ProfileLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: no anchors, aliases or tags, at most MAX_DEPTH levels, and the YAML 1.2
+    core schema: null, true/false, decimal / 0o / 0x integers and plain floats are resolved; every other plain
+    scalar (timestamps, `yes`, `1:00`, `1_000`) is a string."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """Refuse an alias, an anchor, a tag or one level too many before composing the node."""
+        event = self.peek_event()
+        where = _where(event.start_mark)
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            raise ConfigError(f"{where}YAML anchors and aliases (&name, *name) are not allowed in a profile; "
+                              f"write the value out where it is used")
+        if event.tag is not None:  # `!!python/object/apply:...`, `!!int "1:00"`, `!custom`, `!`
+            raise ConfigError(f"{where}YAML tags ({event.tag}) are not allowed in a profile; write the plain value")
+        if self.depth >= MAX_DEPTH and isinstance(event, yaml.CollectionStartEvent):
+            raise ConfigError(f"{where}nested more than {MAX_DEPTH} levels deep; a profile needs at most 4 "
+                              f"(params/default.yaml shows the layout)")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+ProfileLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag == _TAG + "null"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ProfileLoader.add_implicit_resolver(_TAG + "bool", re.compile(rf"^(?:{'|'.join(_BOOL_12)})$"), list("tTfF"))
+ProfileLoader.add_implicit_resolver(_TAG + "int", re.compile(rf"^(?:{_INT_12.pattern})$"), list("-+0123456789"))
+ProfileLoader.add_implicit_resolver(_TAG + "float", re.compile(rf"^(?:{_FLOAT_12.pattern})$"), list("-+.0123456789"))
+
+
+def _construct_int(loader: ProfileLoader, node: yaml.ScalarNode) -> int:
+    """A YAML 1.2 integer: decimal (leading zeros allowed, still decimal), 0o octal or 0x hexadecimal.
+
+    (PyYAML's own would read `010` as octal and `1:00` as base 60; floats and booleans that the 1.2
+    resolvers above let through read the same in both, so only integers need their own constructor.)"""
+    text = loader.construct_scalar(node)
+    if len(text) > MAX_INT_DIGITS:
+        raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(text)} digits is too long",
+                                                node.start_mark)
+    return int(text[2:], 8) if text.startswith("0o") else int(text[2:], 16) if text.startswith("0x") else int(text)
+
+
+ProfileLoader.add_constructor(_TAG + "int", _construct_int)
+
+
+def _where(mark: yaml.Mark | None) -> str:
+    """'line L, column C: ' of a YAML mark (1-based), or '' without one."""
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+
+
+def _control_character(text: str) -> str | None:
+    """'line L, column C: ...' for the first character a profile may not hold, or None."""
+    found = _FORBIDDEN.search(text)
+    if found is None:
+        return None
+    pos, char = found.start(), found.group()
+    line, column = text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+    name = {"\0": "NUL", "\x1b": "ESC", "\x7f": "DEL", "\x85": "NEL", "\u2028": "LINE SEPARATOR",
+            "\u2029": "PARAGRAPH SEPARATOR"}.get(char, "a control character")
+    return f"line {line}, column {column}: {name} (U+{ord(char):04X}) is not allowed in a profile (remove it)"
+
+
 def _duplicate_key(node: yaml.Node, prefix: str = "") -> str | None:
-    """The dotted key of the first key given twice in one mapping of a composed YAML tree, or None."""
+    """The dotted key of the first key given twice in one mapping of a composed YAML tree, or None.
+
+    Linear in the size of the tree: `ProfileLoader` refuses aliases, so no node is visited twice.
+    """
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
             if key in seen:
-                return f"{prefix}{key}: given twice (second time on line {key_node.start_mark.line + 1})"
+                return f"{prefix}{_key_text(key)}: given twice (second time on line {key_node.start_mark.line + 1})"
             seen.add(key)
             found = _duplicate_key(value_node, f"{prefix}{key}.")
             if found:
@@ -432,32 +613,60 @@ def _duplicate_key(node: yaml.Node, prefix: str = "") -> str | None:
 
 
 def read_yaml(text: str, source: str) -> Any:
-    """Parse one YAML document with the safe loader; empty documents and repeated keys are errors."""
-    loader = yaml.SafeLoader(text)
+    """Parse one YAML document of a profile (bounded, YAML 1.2 scalars); every problem is one ConfigError line."""
+    if len(text) > MAX_PROFILE_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters is too large for a profile "
+                          f"(at most {MAX_PROFILE_BYTES // 1024} KiB)")
+    text = text.removeprefix("\ufeff")  # a byte-order mark that some editors write
+    bad = _control_character(text)
+    if bad:
+        raise ConfigError(f"{source}: {bad}")
     try:
-        node = loader.get_single_node()
-        if node is None:
-            raise ConfigError(f"{source}: the profile is empty, got no settings (write at least `name: <run name>`; "
-                              f"params/default.yaml lists every key)")
-        dup = _duplicate_key(node)
-        if dup:
-            raise ConfigError(f"{source}: {dup} (a repeated key would silently keep the last value; keep one)")
-        return loader.construct_document(node)
+        loader = ProfileLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise ConfigError("the profile is empty, got no settings (write at least `name: <run name>`; "
+                                  "params/default.yaml lists every key)")
+            dup = _duplicate_key(node)
+            if dup:
+                raise ConfigError(f"{dup} (a repeated key would silently keep the last value; keep one)")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = " ".join(str(err.problem or err.context or "unreadable").split())
+        raise ConfigError(f"{source}: {_where(mark)}not valid YAML ({problem})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
-    finally:
-        loader.dispose()
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(err).split())[:200]})") from None
 
 
 def load_profile(path: str | Path) -> Profile:
-    """Read, parse and validate params/<profile>.yaml."""
+    """Read, parse and validate params/<profile>.yaml (a regular file of at most MAX_PROFILE_BYTES of UTF-8)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a profile file (name a file such as params/default.yaml)")
+    if not path.exists():
         raise ConfigError(f"{path}: profile file not found (profiles live in params/)")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file (a device or a pipe?); name a profile file such as "
+                          f"params/default.yaml")
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the profile ({type(err).__name__})") from None
+        with path.open("rb") as f:
+            data = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the profile ({type(err).__name__}: {err.strerror})") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a profile "
+                          f"(at most {MAX_PROFILE_BYTES // 1024} KiB; params/default.yaml is under 4 KiB)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded); save the profile as UTF-8") \
+            from None
     values = read_yaml(text, str(path))
     try:
         return parse_profile(values, source=str(path))

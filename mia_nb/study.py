@@ -1,6 +1,6 @@
 """The run context a notebook opens: profile, seed, output folders, store, data and splits.
 
-Models (`mia_nb.trained`), model outputs (`mia_nb.variants`) and tables (`mia_nb.results`) are
+Models (`mia_nb.models.jobs`), model outputs (`mia_nb.models.variants`) and tables (`mia_nb.tables`) are
 functions of this context; it trains and computes nothing itself.
 """
 
@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import REPO_ROOT
-from . import data as data_mod
-from . import splits as splits_mod
-from .config import Profile, load_profile, seeds_of
-from .results import upsert_csv
-from .paths import inside
-from .store import Store, atomic_write
-from .train import resolve_device
+from mia_nb import REPO_ROOT
+from mia_nb.data import datasets as data_mod
+from mia_nb.data import splits as splits_mod
+from mia_nb.config import Profile, load_profile, seeds_of
+from mia_nb.tables import upsert_csv
+from mia_nb.layout import DATA, FIGURES, RESULTS, SAMPLES, STORE, TABLE_KEYS, inside, seed_folder
+from mia_nb.store import Store, atomic_write
+from mia_nb.models.device import resolve_device
 
 
 class Study:
@@ -38,8 +38,8 @@ class Study:
         self.seed = profile.seed if seed is None else int(seed)
         root = Path(outputs_root) if outputs_root else REPO_ROOT / "outputs"
         self.base = inside(root, profile.name)
-        self.dir = self.base / f"seed_{self.seed}" if self.multi_seed and not self.aggregate else self.base
-        self.store = Store(self.base / "store")
+        self.dir = seed_folder(self.base, self.seed) if self.multi_seed and not self.aggregate else self.base
+        self.store = Store(self.base / STORE)
         self.device = resolve_device(profile.device)
         self._splits: dict[str, np.ndarray] | None = None
         self._pool = pool
@@ -53,31 +53,36 @@ class Study:
 
     @property
     def data_dir(self) -> Path:
-        return self.folder("data")
+        return self.folder(DATA)
 
     @property
     def results_dir(self) -> Path:
         """results/ (single seed or the seed aggregate), or results/seed_<s>/ for one seed of several."""
         if self.multi_seed and not self.aggregate:
-            path = self.base / "results" / f"seed_{self.seed}"
+            path = seed_folder(self.base / RESULTS, self.seed)
             path.mkdir(parents=True, exist_ok=True)
             return path
-        return self.folder("results")
+        return self.folder(RESULTS)
 
     @property
     def figures_dir(self) -> Path:
-        return self.folder("figures")
+        return self.folder(FIGURES)
+
+    @property
+    def samples_dir(self) -> Path:
+        """samples/: this seed's per-image sample files (`mia_nb.attacks.samples`)."""
+        return self.folder(SAMPLES)
 
     def save_figure(self, fig: Any, name: str) -> Path:
         """Save a matplotlib Figure as figures/<name>.png (atomically) and return the path."""
         return atomic_write(self.figures_dir / f"{name}.png",
                             lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
-    def save_table(self, df: pd.DataFrame, name: str, keys: list[str] | None = None) -> Path:
-        """Write results/<name>.csv; with `keys`, upsert rows into the existing table."""
+    def save_table(self, df: pd.DataFrame, name: str) -> Path:
+        """Write results/<name>.csv; the rows of a keyed table (`layout.TABLE_KEYS`) are upserted by its keys."""
         path = self.results_dir / f"{name}.csv"
-        if keys:
-            upsert_csv(df, path, keys)
+        if name in TABLE_KEYS:
+            upsert_csv(df, path, list(TABLE_KEYS[name]))
         else:
             atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
         return path

@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny on-disk datasets the tests write, and a one-thread torch."""
+"""Shared fixtures (a tiny study, the smoke run), a one-thread torch, and the test tiers.
+
+Tiers: `pytest -m "not slow"` is the edit-test loop (under 2 minutes on 2 cores); plain `pytest` (`make test`)
+runs everything. A test that uses the smoke run is a `notebooks` test, and every `notebooks` test is `slow`.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,22 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection sees the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the smoke run's tests `notebooks`, and every `notebooks` test `slow`."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.notebooks)
+        if item.get_closest_marker("notebooks"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -46,6 +61,14 @@ TINY_PROFILE = {
     "ood": {"max_pool_size": 32, "corruption_severities": [1], "gan": {"n_images": 0, "supply_sizes": []}},
     "engine": {"workers": 1},
 }
+
+
+@pytest.fixture
+def tiny_profile_file(tmp_path) -> Path:
+    """TINY_PROFILE written as a YAML profile (tmp_path/tiny.yaml), for code that loads a profile from disk."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_PROFILE, sort_keys=False))
+    return path
 
 
 @pytest.fixture

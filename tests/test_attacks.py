@@ -1,4 +1,4 @@
-"""Tests for mia_nb.attacks: decision rules, exact threshold fitting, Salem, registry, balancing."""
+"""Tests for mia_nb.attacks.score_based: decision rules, exact threshold fitting, Salem, registry, balancing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve
 
-from mia_nb.attacks import (
+from mia_nb.attacks.score_based import (
     ATTACKS,
     EntropyAttack,
     LossAttack,
@@ -16,7 +16,7 @@ from mia_nb.attacks import (
     balanced_shadow,
     make_attack,
 )
-from mia_nb.scores import Outputs, ce_loss, entropy, max_score, softmax
+from mia_nb.attacks.scores import Outputs, ce_loss, entropy, softmax
 
 
 def outs_from_x(x: np.ndarray, k: int = 10) -> Outputs:
@@ -42,7 +42,7 @@ def test_threshold_rule_matches_best_shadow_roc_point_with_ties():
         n = outs_from_prototypes(rng, 60, PROTOS, np.array([0.1, 0.15, 0.2, 0.2, 0.2, 0.15]))
         att = ThresholdAttack().fit(m, n)
         pm, pn = att.predict(m), att.predict(n)
-        sm, sn = max_score(m.probs), max_score(n.probs)
+        sm, sn = m.probs.max(axis=1), n.probs.max(axis=1)
         np.testing.assert_array_equal(pm, sm > att.threshold)  # documented rule
         y = np.r_[np.ones(60), np.zeros(60)]
         fpr, tpr, _ = roc_curve(y, np.r_[sm, sn], drop_intermediate=False)
@@ -56,7 +56,7 @@ def test_threshold_separable_and_degenerate():
     m, n = outs_from_x(np.linspace(5, 6, 50)), outs_from_x(np.linspace(1, 2, 50))
     att = ThresholdAttack().fit(m, n)
     assert att.predict(m).all() and not att.predict(n).any()
-    assert max_score(n.probs).max() < att.threshold < max_score(m.probs).min()
+    assert n.probs.max() < att.threshold < m.probs.max(axis=1).min()
     same = outs_from_x(np.full(10, 3.0))
     att = ThresholdAttack().fit(same, same)  # no information: call nobody a member
     assert not att.predict(same).any()
@@ -185,7 +185,7 @@ def test_balanced_shadow():
 
 def test_saturated_softmax_leaves_no_ties_for_threshold_and_loss():
     """Logit gaps of 40–60 round the softmax to exactly 1.0; the log-softmax still ranks them."""
-    from mia_nb.scores import log_softmax, softmax
+    from mia_nb.attacks.scores import log_softmax, softmax
     logits = np.zeros((6, 3))
     logits[:, 0] = [40, 45, 50, 55, 60, 65]
     probs = softmax(logits)

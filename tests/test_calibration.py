@@ -1,4 +1,4 @@
-"""Tests for mia_nb.calibration: temperature scaling and last-layer Laplace via laplace-torch."""
+"""Tests for mia_nb.models.calibration: temperature scaling and last-layer Laplace via laplace-torch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy.special import softmax
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mia_nb import calibration as C
+from mia_nb.models import calibration as C
 
 CENTERS = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
 
@@ -87,18 +87,18 @@ def test_llla_probs_sum_to_one_and_less_confident_far_away(toy, fitted):
         map_conf = torch.softmax(toy["model"](far), 1).max(1).values.numpy()
     # probit uses only the logits' marginal variances, so it is the less confident of the two.
     for link, margin in (("probit", 0.05), ("mc", 0.01)):
-        p = C.llla_predict(fitted, far, link=link, seed=0, batch_size=64)
+        p = np.exp(C.llla_log_predict(fitted, far, link=link, seed=0, batch_size=64))
         assert p.shape == (200, 3)
         np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
         assert p.max(1).mean() < map_conf.mean() - margin
-    near = C.llla_predict(fitted, toy["x"], seed=0)
+    near = C.llla_log_predict(fitted, toy["x"], seed=0)
     assert (near.argmax(1) == toy["model"](toy["x"]).argmax(1).numpy()).mean() > 0.95
 
 
 def test_llla_mc_is_deterministic_for_a_seed(toy, fitted):
-    a = C.llla_predict(fitted, toy["x"], link="mc", n_samples=20, seed=3)
-    b = C.llla_predict(fitted, toy["x"], link="mc", n_samples=20, seed=3)
-    c = C.llla_predict(fitted, toy["x"], link="mc", n_samples=20, seed=4)
+    a = C.llla_log_predict(fitted, toy["x"], link="mc", n_samples=20, seed=3)
+    b = C.llla_log_predict(fitted, toy["x"], link="mc", n_samples=20, seed=3)
+    c = C.llla_log_predict(fitted, toy["x"], link="mc", n_samples=20, seed=4)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -121,8 +121,8 @@ def test_state_roundtrip_gives_identical_predictions(toy, fitted):
     buf.seek(0)
     la = C.load_llla(toy["model"], torch.load(buf, weights_only=False))
     for link in ("probit", "mc"):
-        a = C.llla_predict(fitted, toy["x"], link=link, n_samples=10, seed=0)
-        b = C.llla_predict(la, toy["x"], link=link, n_samples=10, seed=0)
+        a = C.llla_log_predict(fitted, toy["x"], link=link, n_samples=10, seed=0)
+        b = C.llla_log_predict(la, toy["x"], link=link, n_samples=10, seed=0)
         assert np.array_equal(a, b)
     other = _mlp()
     with pytest.raises(ValueError, match="weights differ"):
@@ -149,14 +149,14 @@ def test_fit_llla_rejects_model_without_final_linear(toy):
     with pytest.raises(ValueError, match="nn.Linear"):
         C.fit_llla(model, toy["train"], seed=0)
     with pytest.raises(ValueError, match="link"):
-        C.llla_predict(toy["model"], toy["x"], link="bridge", seed=0)
+        C.llla_log_predict(toy["model"], toy["x"], link="bridge", seed=0)
 
 
 @pytest.mark.parametrize("prior", ["marglik", "grid"])
 def test_llla_on_cached_features_equals_llla_on_the_whole_model(prior):
     """Last-layer Laplace depends on the penultimate features only: fitting and predicting through
     `last_layer_head` on cached features gives the full model's Laplace, prior and probabilities."""
-    from mia_nb.models import SimpleCNN, forward_features, last_layer_head
+    from mia_nb.models.networks import SimpleCNN, forward_features, last_layer_head
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = SimpleCNN(1, 28, 10).eval()
@@ -171,7 +171,8 @@ def test_llla_on_cached_features_equals_llla_on_the_whole_model(prior):
     head = C.fit_llla(last_layer_head(model), DataLoader(TensorDataset(f, y), batch_size=32),
                       calib_loader=DataLoader(TensorDataset(fc, yc), batch_size=32) if prior == "grid" else None, **kw)
     assert head.prior_precision == pytest.approx(full.prior_precision, rel=1e-4)
-    np.testing.assert_allclose(C.llla_predict(head, ft, seed=0), C.llla_predict(full, xt, seed=0), atol=1e-5)
+    np.testing.assert_allclose(np.exp(C.llla_log_predict(head, ft, seed=0)), np.exp(C.llla_log_predict(full, xt, seed=0)),
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("prior_precision", [1e-3, 1.0, 1e3])
@@ -179,7 +180,7 @@ def test_llla_on_cached_features_equals_llla_on_the_whole_model(prior):
 def test_closed_form_kron_variance_equals_laplace_torch(toy, prior_precision, through):
     """`glm_moments` (the closed form for a last Linear layer) gives laplace-torch's own GLM mean and
     covariance, on far-away points too, at weak and strong priors, fitted through the head or the model."""
-    from mia_nb.models import forward_features, last_layer_head
+    from mia_nb.models.networks import forward_features, last_layer_head
     model = toy["model"]
     x, y = next(iter(toy["train"]))
     far = torch.cat([x, 20 * torch.randn(16, 2, generator=torch.Generator().manual_seed(3))])

@@ -93,7 +93,6 @@ BAD_PROFILES = [
     ("seed: 4294967296\n", "seed"),
     ("seeds: [1, -2]\n", "seeds[1]"),
     ("seeds: [3, 3]\n", "seeds"),
-    ("device: cuda\n", "device"),
     ("data:\n  root: pyproject.toml\n", "data.root"),
     ("data:\n  root: ''\n", "data.root"),
     ("data:\n  image_size: -28\n", "data.image_size"),
@@ -132,11 +131,9 @@ BAD_PROFILES = [
 
 
 @pytest.mark.parametrize("text, key", BAD_PROFILES, ids=[f"{i:02d}-{k}" for i, (_, k) in enumerate(BAD_PROFILES)])
-def test_every_bad_profile_fails_at_load_in_one_line(text, key, write_profile, monkeypatch):
+def test_every_bad_profile_fails_at_load_in_one_line(text, key, write_profile):
     import time
 
-    import torch
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # `device: cuda` on a machine without a GPU
     path = write_profile(text)
     t0 = time.perf_counter()
     with pytest.raises(ConfigError) as info:
@@ -161,3 +158,52 @@ def test_duplicate_key_names_the_full_key_and_line(write_profile):
 def test_plain_names_are_accepted():
     for name in ("smoke", "cifar10_resnet18", "run-2.b", "A1"):
         assert parse_profile({"name": name}).name == name
+
+
+# ------------------------------------------------------------------ the schema alone: no registries, no probes
+
+LIGHT_AND_CHECKED = """
+import sys
+from mia_nb.config import load_profile
+load_profile("params/default.yaml")
+print("heavy:", sorted({"torch", "sklearn"} & set(sys.modules)))
+import mia_nb.config as config
+config.ATTACK_NAMES += ("magic",)
+try:
+    import mia_nb.attacks.score_based
+except RuntimeError as err:
+    print("drift:", err)
+"""
+
+
+def test_the_profile_loader_imports_no_registry_and_attack_names_cannot_drift():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", LIGHT_AND_CHECKED], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "heavy: []", lines                  # no torch, no scikit-learn behind the schema
+    assert lines[1].startswith("drift: ATTACKS has") and "magic" in lines[1], lines
+
+
+def test_machine_probes_live_where_the_machine_is_used(write_profile, monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from mia_nb.models import privacy
+    from mia_nb.models.device import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
+    p = load_profile(write_profile("device: cuda\ndefenses:\n  dp_secure_mode: true\nengine:\n  backend: ray\n"))
+    assert p.device == "cuda"                                        # the schema asks nothing of the machine
+    with pytest.raises(ConfigError, match=r"^device: no CUDA GPU is available here, got 'cuda'") as info:
+        resolve_device(p.device)
+    assert "\n" not in str(info.value)
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torchcsprng" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"^defenses.dp_secure_mode: needs torchcsprng"):
+        privacy.check_secure_mode(p.defenses.dp_secure_mode)
+    privacy.check_secure_mode(False)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mia_nb import data as data_mod
+from mia_nb.data import datasets as data_mod
 from mia_nb.config import ConfigError, EngineConfig, TrainConfig, parse_profile
-from mia_nb.engine import JobFailed, check_ray, n_workers, run_jobs
-from mia_nb.trained import TrainJob, job_seed
+from mia_nb.models.engine import JobFailed, check_ray, n_workers, run_jobs
+from mia_nb.models.jobs import TrainJob, job_seed
 
 INFO = data_mod.DatasetInfo("tiny", 1, 28, 10, (0.5,), (0.5,), tuple("abcdefghij"))
 
@@ -48,6 +48,7 @@ def tiny_job(seed: int, name: str = "m") -> TrainJob:
     return TrainJob(name, config, INFO, train, x, y, x[:16], y[:16], {"target_train": x[:8]})
 
 
+@pytest.mark.slow  # starts worker processes (each imports torch)
 def test_results_come_back_in_submission_order():
     jobs = [Sleep("slow", 0.6, 0), Sleep("fast", 0.0, 1), Sleep("mid", 0.2, 2)]
     seen = []
@@ -56,6 +57,7 @@ def test_results_come_back_in_submission_order():
     assert seen == [(0, 0), (1, 1), (2, 2)]
 
 
+@pytest.mark.slow  # starts worker processes
 def test_same_jobs_with_one_and_two_workers_give_identical_weights():
     jobs = [tiny_job(1, "a"), tiny_job(2, "b"), tiny_job(1, "a again")]
     one = run_jobs(jobs, EngineConfig(workers=1), progress=False)
@@ -70,6 +72,7 @@ def test_same_jobs_with_one_and_two_workers_give_identical_weights():
     assert any(not torch.equal(one[0]["state_dict"][k], one[1]["state_dict"][k]) for k in one[0]["state_dict"])
 
 
+@pytest.mark.slow  # starts worker processes
 def test_a_failed_job_is_named_and_earlier_results_are_kept():
     kept = []
     with pytest.raises(JobFailed, match=r"job 'second' failed: ValueError: bad batch size"):
@@ -128,6 +131,7 @@ def test_missing_ray_extra_is_one_line(monkeypatch):
         check_ray(EngineConfig(backend="ray"))
 
 
+@pytest.mark.slow  # starts a local Ray instance
 def test_the_same_call_runs_on_a_local_ray_instance():
     import ray  # the test extra installs it, so CI runs this test
     try:
@@ -141,6 +145,7 @@ def test_the_same_call_runs_on_a_local_ray_instance():
         ray.shutdown()
 
 
+@pytest.mark.slow  # runs notebook 01 of a 64-model profile
 def test_lira64_profile_validates_and_starts(tmp_path):
     """The 64-reference-model cluster profile: loads, passes the Ray checks, and runs its first notebook here."""
     import subprocess
@@ -164,10 +169,11 @@ def _pid() -> int:
     return os.getpid()
 
 
+@pytest.mark.slow  # starts worker processes
 def test_idle_workers_are_released_after_a_training_phase():
     """release_workers stops loky's workers at once (they would otherwise hold their memory for minutes)."""
     import os
-    from mia_nb.engine import release_workers
+    from mia_nb.models.engine import release_workers
     pids = set(run_jobs([_pid, _pid], EngineConfig(workers=2), progress=False))
     assert os.getpid() not in pids
     release_workers(EngineConfig())

@@ -1,4 +1,4 @@
-"""Tests for mia_nb.metrics: attack metrics (ROC, low-FPR with CI, MMPS), calibration, distances."""
+"""Tests for mia_nb.attacks.metrics: attack metrics (ROC, low-FPR with CI, MMPS), calibration, distances."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mia_nb.attacks import ThresholdAttack
-from mia_nb.metrics import (
+from mia_nb.attacks.score_based import ThresholdAttack
+from mia_nb.attacks.metrics import (
     ATTACK_METRIC_KEYS,
     accuracy,
-    allowed_false_positives,
     attack_metrics,
     ece,
     mmps,
@@ -22,7 +21,8 @@ from mia_nb.metrics import (
     roc_points,
     wasserstein,
 )
-from mia_nb.scores import Outputs, softmax
+from mia_nb.attacks.scores import Outputs, softmax
+from mia_nb.attacks.thresholds import allowed_false_positives
 
 
 class XAttack:
@@ -207,7 +207,7 @@ def test_mmps_nll_accuracy_wasserstein():
 
 
 def test_wasserstein_interval():
-    from mia_nb.metrics import wasserstein, wasserstein_interval
+    from mia_nb.attacks.metrics import wasserstein, wasserstein_interval
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, 2000), rng.normal(0.5, 1, 2000)
     lo, hi = wasserstein_interval(a, b, seed=1)

@@ -1,10 +1,11 @@
 """Notebook 05 (out-of-distribution false positives): pool hygiene, read-outs, agreement, and the smoke run.
 
-Transform, corruption and GAN unit tests live in test_pools.py and test_generate.py.
+Transform, corruption, pool-registry and GAN unit tests live in test_pools.py and test_generate.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +13,20 @@ import pandas as pd
 import pytest
 import torch
 
-from mia_nb import evaluate, gan, generate, ood, pools, readouts
+from mia_nb.attacks import evaluation
+from mia_nb.data import gan, nonmembers, transforms
+from mia_nb.attacks import ood_readouts
 from mia_nb.config import parse_profile
-from mia_nb.data import DATASET_INFO, DatasetInfo, Pool
-from mia_nb.scores import Outputs
+from mia_nb.data.catalog import DATASET_INFO, DatasetInfo
+from mia_nb.data.datasets import Pool
+from mia_nb.attacks.scores import Outputs
 from mia_nb.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
 MEMBER_VALUE = 240  # every target_train image is the constant 240/255: easy to spot in any pool
 
 
-SIZES = {"target_train": 20, "target_heldout": 20, "shadow_train": 12, "shadow_heldout": 12, "calibration": 8,
+SIZES = {"target_train": 20, "target_heldout": 20, "shadow_train": 12, "shadow_heldout": 12, "calibration": 10,
          "generator": 16}
 
 
@@ -50,13 +54,13 @@ def _to_raw(name: str, x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     """Invert a pool's transform back to raw [0, 1] pixels (noise pools stay noisy)."""
     if name == "scaled255":
         x = x / 255.0
-    raw = x if name == "unnormalized" else pools.unnormalize(x, info.mean, info.std)
+    raw = x if name == "unnormalized" else transforms.unnormalize(x, info.mean, info.std)
     return 1.0 - raw if name == "inverted" else raw
 
 
 def test_heldout_derived_pools_come_from_target_heldout_only(tmp_path):
     study = constant_study(tmp_path)
-    specs = ood.pool_specs(study)
+    specs = nonmembers.pool_specs(study)
     assert list(specs)[0] == "heldout" and "gan" not in specs
     heldout_values = study.values[study.splits["target_heldout"]]
     n_derived = study.profile.ood.max_pool_size
@@ -79,21 +83,26 @@ def test_make_fakes_trains_on_the_generator_split_only(tmp_path, monkeypatch):
     study = constant_study(tmp_path, n_images=8)
     seen = {"calls": 0}
 
+    history = gan.GanHistory(d_loss=[0.5], g_loss=[0.25], seconds=[1.5], epochs_done=1, stopped_early=True,
+                             images_per_s=2.0)
+
     def fake_train(raw, labels, n_classes, **kw):
         seen["raw"], seen["labels"] = raw, labels
         seen["calls"] += 1
-        gen = generate.Generator(kw["latent_dim"], n_classes, raw.shape[1], raw.shape[-1])
-        return gen.eval(), {"epochs_done": 1, "seconds": [0.0], "d_loss": [0.0], "g_loss": [0.0]}
+        gen = gan.Generator(kw["latent_dim"], n_classes, raw.shape[1], raw.shape[-1])
+        return gen.eval(), history
 
-    monkeypatch.setattr(gan.generate, "train_gan", fake_train)
-    folder, record = gan.make_fakes(study)
+    monkeypatch.setattr(gan, "train_gan", fake_train)
+    folder, got = gan.make_fakes(study)
+    assert got == history  # read back from the store's plain record
+    assert study.store.get("gan", gan.gan_config(study))["history"] == dataclasses.asdict(history)
     gen_x, gen_y = study.part("generator")
     assert torch.equal(seen["raw"], gen_x.float() / 255.0)
     assert np.array_equal(seen["labels"], gen_y.numpy())
     assert len(list(folder.glob("*.png"))) == 8 and folder.parent == tmp_path / "const" / "generated"
-    x, y = ood.pool_specs(study)["gan"].build()
+    x, y = nonmembers.pool_specs(study)["gan"].build()
     assert x.shape == (8, 1, 28, 28) and np.array_equal(y, np.arange(8) % 10)
-    gan.make_fakes(study)                                    # second call: from the store, no training
+    assert gan.make_fakes(study) == (folder, history)            # second call: from the store, no training
     assert seen["calls"] == 1
 
 
@@ -116,40 +125,40 @@ def _outputs(n: int, seed: int, k: int = 3) -> Outputs:
 def test_agreement_rows():
     members = _outputs(40, 0)
     pool = {"a": _outputs(30, 1), "b": _outputs(10, 2)}
-    same = evaluate.agreement_rows({"threshold": _Rule(0.7), "entropy": _Rule(0.7), "salem": _Rule(0.1)},
+    same = evaluation.agreement_rows({"threshold": _Rule(0.7), "entropy": _Rule(0.7), "salem": _Rule(0.1)},
                                    members, pool, "vanilla")
     assert list(same.columns) == ["variant", "nonmember_set", "n_samples", "agreement"]
     assert same.agreement.tolist() == [1.0, 1.0] and same.n_samples.tolist() == [70, 50]
-    differ = evaluate.agreement_rows({"threshold": _Rule(0.7), "entropy": _Rule(-1.0)}, members, pool, "v")
+    differ = evaluation.agreement_rows({"threshold": _Rule(0.7), "entropy": _Rule(-1.0)}, members, pool, "v")
     both = np.r_[members.probs.max(1), pool["a"].probs.max(1)]
     assert differ.agreement.iloc[0] == pytest.approx(np.mean(both > 0.7))
     with pytest.raises(ValueError, match="entropy"):
-        evaluate.agreement_rows({"threshold": _Rule(0.5)}, members, pool, "v")
+        evaluation.agreement_rows({"threshold": _Rule(0.5)}, members, pool, "v")
 
 
 def test_supply_rows_and_top_false_positives():
-    gan = _outputs(100, 3)
+    fakes = _outputs(100, 3)
     attacks = {"threshold": _Rule(0.8)}
-    table = readouts.supply_rows(attacks, gan, [10, 50, 100])
-    called = gan.probs.max(1) > 0.8
+    table = ood_readouts.supply_rows(attacks, fakes, [10, 50, 100])
+    called = fakes.probs.max(1) > 0.8
     assert table.false_positives.tolist() == [int(called[:n].sum()) for n in (10, 50, 100)]
     assert ((table.fpr_lo <= table.fpr) & (table.fpr <= table.fpr_hi)).all()
     with pytest.raises(ValueError, match="sizes"):
-        readouts.supply_rows(attacks, gan, [101])
-    idx, conf = readouts.top_false_positives(attacks["threshold"], gan, k=5)
+        ood_readouts.supply_rows(attacks, fakes, [101])
+    idx, conf = ood_readouts.top_false_positives(attacks["threshold"], fakes, k=5)
     assert len(idx) == min(5, called.sum()) and called[idx].all()
-    assert np.all(np.diff(conf) <= 0) and conf[0] == gan.probs.max(1)[called].max()
+    assert np.all(np.diff(conf) <= 0) and conf[0] == fakes.probs.max(1)[called].max()
 
 
 def test_fpr_above_reference():
     rows = pd.DataFrame({"attack": ["t", "t", "t", "e", "e", "e"], "nonmember_set": ["heldout", "x", "y"] * 2,
                          "fpr": [0.5, 0.9, 0.1, 0.4, 0.3, 0.2]})
-    fpr, lines = readouts.fpr_above_reference(rows)
+    fpr, lines = ood_readouts.fpr_above_reference(rows)
     assert list(fpr.index) == ["heldout", "x", "y"] and list(fpr.columns) == ["t", "e"]
     assert "1 of 2 other pools above it: x (0.900)" in lines[0]
     assert "0 of 2" in lines[1]
     with pytest.raises(ValueError, match="reference"):
-        readouts.fpr_above_reference(rows, reference="nope")
+        ood_readouts.fpr_above_reference(rows, reference="nope")
 
 
 # ------------------------------------------------------------------------------ the smoke profile
@@ -157,7 +166,7 @@ def test_fpr_above_reference():
 def test_05_smoke_outputs(smoke_run):
     from mia_nb.study import open_study
     study = open_study(REPO / "params" / "smoke.yaml", smoke_run.parent)
-    specs = ood.pool_specs(study)
+    specs = nonmembers.pool_specs(study)
     assert "gan" in specs and "heldout" in specs
     attacks = pd.read_csv(smoke_run / "results" / "attacks.csv")
     vanilla = attacks[attacks.variant == "vanilla"]
@@ -184,6 +193,6 @@ def test_05_smoke_outputs(smoke_run):
 
 
 def test_score_label():
-    assert readouts.score_label(0.73456) == "0.7346"
-    assert readouts.score_label(1 - 3e-7) == "1 − 3e-07"
-    assert readouts.score_label(1.0) == "> 1 − 1e-16"
+    assert ood_readouts.score_label(0.73456) == "0.7346"
+    assert ood_readouts.score_label(1 - 3e-7) == "1 − 3e-07"
+    assert ood_readouts.score_label(1.0) == "> 1 − 1e-16"

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mia_nb import tradeoff, variants
-from mia_nb.ood import part_spec
+from mia_nb.attacks import evaluation
+from mia_nb.claims import tradeoff
+from mia_nb.models import variants
+from mia_nb.data.nonmembers import part_spec
 
 REPO = Path(__file__).resolve().parents[1]
 K = 4  # classes of the synthetic outputs in the figure tests
@@ -35,7 +37,7 @@ def test_fixed_temperature_keeps_every_argmax_and_the_accuracy(tiny_study, t):
             np.testing.assert_array_equal(p0.argmax(1), p1.argmax(1))
             np.testing.assert_allclose(p1.sum(1), 1.0, rtol=1e-6)
             assert not np.allclose(p0, p1)
-    m0, m1 = variants.model_row(study, van), variants.model_row(study, hot)
+    m0, m1 = evaluation.model_row(study, van), evaluation.model_row(study, hot)
     assert m1["heldout_acc"] == m0["heldout_acc"] and m1["train_acc"] == m0["train_acc"]
     assert m1["ece"] != m0["ece"] and m1["temperature_target"] == t
 
@@ -52,12 +54,12 @@ def test_temperature_acts_on_attack_rows_only_through_the_scores(tiny_study):
         for spec in [*pools.values(), *(part_spec(study, p) for p in PARTS)]:
             logits = variants.model_logits(study, tm, spec)
             study.store.put("logits", {"model": scaled[role].key, **spec.config}, (logits * t).astype(np.float32))
-    rows0 = variants.evaluate(study, base, pools, save=False).rows
+    rows0 = evaluation.evaluate(study, base, pools, save=False).rows
     hot_scaled = variants.Variant("vanilla", "temperature", scaled, {"target": t, "shadow": t})
-    rows_scaled = variants.evaluate(study, hot_scaled, pools, save=False).rows
+    rows_scaled = evaluation.evaluate(study, hot_scaled, pools, save=False).rows
     pd.testing.assert_frame_equal(rows0.drop(columns="variant"), rows_scaled.drop(columns="variant"))
 
-    rows_t = variants.evaluate(study, variants.with_temperature(study, t), pools, save=False).rows
+    rows_t = evaluation.evaluate(study, variants.with_temperature(study, t), pools, save=False).rows
     assert set(rows_t["variant"]) == {"temp_4"}
     pd.testing.assert_frame_equal(rows0[SCORE_FREE[1:]], rows_t[SCORE_FREE[1:]])
     thr = rows0["attack"] == "threshold"
@@ -84,19 +86,19 @@ def _tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), models
 
 
-def test_summary_reads_heldout_and_averages_the_other_pools():
+def test_per_variant_reads_heldout_and_averages_the_other_pools():
     attacks, models = _tables()
-    s = tradeoff.summary(attacks, models, "threshold", variants=["vanilla", "cal", "hot"])
+    s = tradeoff.per_variant(attacks, models, "threshold", variants=["vanilla", "cal", "hot"])
     assert list(s.index) == ["vanilla", "cal", "hot"]
     assert s.loc["vanilla", "fpr_heldout"] == 0.6 and s.loc["vanilla", "mean_ood_fpr"] == pytest.approx(0.6)
     assert s.loc["cal", "mean_ood_fpr"] == pytest.approx(0.15) and s.loc["cal", "n_ood_pools"] == 2
     assert s.loc["hot", "auroc"] == 0.55 and s.loc["cal", "ece"] == 0.03
-    e = tradeoff.summary(attacks, models, "entropy")
+    e = tradeoff.per_variant(attacks, models, "entropy")
     assert e.loc["vanilla", "auroc"] == pytest.approx(0.65)
     with pytest.raises(ValueError, match="no rows for attack 'salem'"):
-        tradeoff.summary(attacks, models, "salem")
+        tradeoff.per_variant(attacks, models, "salem")
     with pytest.raises(ValueError, match="'heldout' row"):
-        tradeoff.summary(attacks[attacks.nonmember_set != "heldout"], models)
+        tradeoff.per_variant(attacks[attacks.nonmember_set != "heldout"], models)
 
 
 def test_fpr_matrix_and_attack_overview_orders():
@@ -112,17 +114,17 @@ def test_fpr_matrix_and_attack_overview_orders():
 
 
 def test_calibration_figures_draw():
-    from mia_nb import plots
-    from mia_nb.scores import Outputs, softmax
+    from mia_nb.report import figures_calibration
+    from mia_nb.attacks.scores import Outputs, softmax
     attacks, models = _tables()
-    s = tradeoff.summary(attacks, models)
-    fig = plots.calibration_tradeoff(s)
+    s = tradeoff.per_variant(attacks, models)
+    fig = figures_calibration.calibration_tradeoff(s)
     assert len(fig.axes) == 3 and len(fig.axes[0].texts) == len(s)
-    fig = plots.fpr_by_pool(tradeoff.fpr_matrix(attacks))
+    fig = figures_calibration.fpr_by_pool(tradeoff.fpr_matrix(attacks))
     assert len(fig.axes) == 4  # two heatmaps and their colour bars
     rng = np.random.default_rng(0)
     outs = {f"v{i}": Outputs(softmax(rng.normal(0, 3, (50, K))), rng.integers(0, K, 50)) for i in range(5)}
-    fig = plots.reliability_diagrams(outs, ncols=4)
+    fig = figures_calibration.reliability_diagrams(outs, ncols=4)
     assert sum(ax.get_visible() and ax.axison for ax in fig.axes) == 5
 
 
@@ -130,11 +132,11 @@ def test_calibration_figures_draw():
 
 @pytest.mark.notebooks
 def test_06_smoke_results(smoke_run):
-    from mia_nb import ood
+    from mia_nb.data import nonmembers
     from mia_nb.study import open_study
     study = open_study(REPO / "params" / "smoke.yaml", smoke_run.parent)
     cal = study.profile.calibration
-    pools = set(ood.pool_specs(study))
+    pools = set(nonmembers.pool_specs(study))
     assert "gan" in pools
     expected = (["vanilla", "temp_fitted", "llla"] + [f"temp_{t:g}" for t in cal.temperatures]
                 + [f"ls_{e:g}" for e in cal.label_smoothing])
@@ -163,9 +165,9 @@ def test_06_smoke_results(smoke_run):
 
 
 def test_llla_tuning_noise_is_disjoint_from_every_pool(tiny_study):
-    from mia_nb import ood
+    from mia_nb.data import nonmembers
     study = tiny_study
-    pools = ood.pool_specs(study)
+    pools = nonmembers.pool_specs(study)
     noise = variants.tuning_noise(study)
     variants.assert_disjoint_from_pools(noise, pools)  # the study's own pools: no overlap
     clash = {"uniform": dataclasses.replace(pools["uniform"], config={**pools["uniform"].config, "seed": noise.config["seed"]},
@@ -181,7 +183,7 @@ def test_llla_log_probabilities_have_no_ties_where_float32_probabilities_do():
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mia_nb import calibration
+    from mia_nb.models import calibration
     g = torch.Generator().manual_seed(0)
     x = torch.randn(300, 8, generator=g)
     y = (x[:, 0] > 0).long()
@@ -192,8 +194,8 @@ def test_llla_log_probabilities_have_no_ties_where_float32_probabilities_do():
     res = calibration.fit_llla(head, DataLoader(TensorDataset(x, y), batch_size=100), prior="marglik", seed=0)
     p32 = torch.softmax(head(x), dim=1).max(1).values.detach().numpy()
     assert (p32 == 1.0).sum() > 50  # ties at 1.0 in float32
-    from mia_nb.attacks import ThresholdAttack
-    from mia_nb.scores import Outputs
+    from mia_nb.attacks.score_based import ThresholdAttack
+    from mia_nb.attacks.scores import Outputs
     logp = calibration.llla_log_predict(res, x, link="mc", n_samples=200, seed=0)
     assert logp.dtype == np.float64 and np.isfinite(logp).all()
     score = ThresholdAttack().score(Outputs(np.exp(logp), y.numpy(), logp))  # what the attack ranks by
@@ -205,9 +207,27 @@ def test_llla_log_probabilities_have_no_ties_where_float32_probabilities_do():
 def test_the_leaky_llla_arm_is_excluded_from_verdicts():
     from test_claims import null_seed
 
-    from mia_nb import claims
+    from mia_nb.claims import findings
     s = null_seed()
-    s.arrays["llla_leaky"] = {k: v.copy() for k, v in s.arrays["llla"].items()}
-    s.meta["llla_leaky"] = {**s.meta["llla"], "variant": "llla_leaky", "leaky": True}
-    ids = [c.id for c in claims.build_claims([s])]
+    llla = s.variants["llla"]
+    s.variants["llla_leaky"] = dataclasses.replace(llla, variant="llla_leaky", leaky=True,
+                                                   arrays={k: v.copy() for k, v in llla.arrays.items()})
+    ids = [c.id for c in findings.build_claims([s])]
     assert any(i.endswith("_llla") for i in ids) and not any("leaky" in i for i in ids)
+
+
+@pytest.mark.filterwarnings("ignore:LLLA prior precision")  # the tiny models' priors sit on the grid's edge
+def test_llla_reports_how_each_prior_was_chosen_and_reads_it_back_from_the_store(tiny_study):
+    study = tiny_study
+    fresh = variants.llla(study, "leaky")  # a grid arm tuned on each model's own held-out part
+    again = variants.llla(study, "leaky")  # loaded: the Laplace fits and their stored meta
+    assert fresh.leaky and fresh.link == study.profile.calibration.llla.link and fresh.strength is None
+    assert again.laplace_meta == fresh.laplace_meta and set(fresh.laplace_meta) == {"target", "shadow"}
+    for role, meta in fresh.laplace_meta.items():
+        assert (meta.arm, meta.prior_method, meta.tuned_on) == ("leaky", "grid", f"{role}_heldout")
+        assert meta.prior_precision in meta.grid and len(meta.grid_nll) == len(meta.grid)
+        assert meta.on_grid_edge == (meta.prior_precision in (min(meta.grid), max(meta.grid)))
+    marglik = variants.llla(study, "marglik")
+    assert not marglik.leaky and marglik.link == "probit"
+    assert all(m.prior_method == "marglik" and m.grid is None and m.tuned_on is None
+               for m in marglik.laplace_meta.values())

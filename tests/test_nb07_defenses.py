@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mia_nb import variants
+from mia_nb.claims.separation import separation_table
+from mia_nb.models import jobs, variants
 from mia_nb.config import load_profile
-from mia_nb.ood import part_spec
-from mia_nb.scores import softmax
+from mia_nb.data.nonmembers import part_spec
+from mia_nb.attacks.scores import softmax
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +43,8 @@ def _samples(members: float, heldout: float, ood: float, n: int = 40) -> dict[st
 
 
 def test_separation_table_wasserstein_of_shifted_point_masses_is_the_shift():
-    table = variants.separation_table({"vanilla": _samples(0.9, 0.6, 0.2), "temp_10": _samples(0.15, 0.14, 0.12)},
-                                      {"vanilla": "vanilla", "temp_10": "temperature"}, ood="gan").set_index("variant")
+    table = separation_table({"vanilla": _samples(0.9, 0.6, 0.2), "temp_10": _samples(0.15, 0.14, 0.12)},
+                             {"vanilla": "vanilla", "temp_10": "temperature"}, ood="gan").set_index("variant")
     assert table.loc["vanilla", "w1_member_heldout"] == pytest.approx(0.3)
     assert table.loc["vanilla", "w1_member_ood"] == pytest.approx(0.7)
     assert table.loc["temp_10", "w1_member_heldout"] == pytest.approx(0.01)
@@ -55,11 +56,11 @@ def test_separation_table_wasserstein_of_shifted_point_masses_is_the_shift():
 def test_separation_table_uniform_samples_and_bad_input():
     # U[0, 1] against U[0.25, 1.25] (quantiles): W1 = 0.25
     u = (np.arange(1000) + 0.5) / 1000
-    t = variants.separation_table({"v": {"members": u, "heldout": u + 0.25, "ood": u}})
+    t = separation_table({"v": {"members": u, "heldout": u + 0.25, "ood": u}})
     assert t.loc[0, "w1_member_heldout"] == pytest.approx(0.25)
     assert t.loc[0, "w1_member_ood"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="lacks samples"):
-        variants.separation_table({"v": {"members": u, "heldout": u}})
+        separation_table({"v": {"members": u, "heldout": u}})
 
 
 # ----------------------------------------------------------------------------- the smoke run
@@ -102,15 +103,14 @@ def test_07_defenses_smoke(smoke_run):
 
 
 def test_clip_only_control_differs_from_dp_only_in_noise_and_from_vanilla_only_in_schedule(tiny_study):
-    from mia_nb import trained
     study = tiny_study
     clip, dp8 = variants.dp_recipe(study, None), variants.dp_recipe(study, 8.0)
     assert clip.name == "dp_clip" and clip.dp["epsilon"] is None and dp8.dp["epsilon"] == 8.0
     assert clip.train_changes == dp8.train_changes
     assert {k: v for k, v in clip.dp.items() if k != "epsilon"} == {k: v for k, v in dp8.dp.items() if k != "epsilon"}
     req_clip = variants.pair_requests(study, "dp_clip", clip)[0]
-    cfg_clip = trained.model_config(study, "target", "x", req_clip.train, study.splits["target_train"], req_clip.dp)
-    cfg_van = trained.model_config(study, "target", "x", study.profile.train, study.splits["target_train"])
+    cfg_clip = jobs.model_config(study, "target", "x", req_clip.train, study.splits["target_train"], req_clip.dp)
+    cfg_van = jobs.model_config(study, "target", "x", study.profile.train, study.splits["target_train"])
     diff = {k for k in cfg_clip["train"] if cfg_clip["train"][k] != cfg_van["train"][k]}
     assert diff <= {"epochs"} and set(cfg_clip) - set(cfg_van) == {"dp"}
     names = [rc.name for rc in variants.profile_recipes(study)]
@@ -120,5 +120,11 @@ def test_clip_only_control_differs_from_dp_only_in_noise_and_from_vanilla_only_i
 def test_clip_only_training_adds_no_noise(tiny_study):
     study = tiny_study
     v = variants.retrained(study, [variants.dp_recipe(study, None)])["dp_clip"]
-    assert v.info["dp_noise_multiplier"] == {"target": 0.0, "shadow": 0.0}
-    assert v.models["target"].metrics["dp_epsilon"] == float("inf")
+    assert v.target.metrics.dp_noise_multiplier == v.shadow.metrics.dp_noise_multiplier == 0.0
+    assert v.target.metrics.dp_epsilon == float("inf")
+    d = study.profile.defenses
+    assert v.target.dp == jobs.DPSettings(epsilon=None, delta=d.dp_delta, max_grad_norm=d.dp_max_grad_norm)
+    assert v.target.train.epochs == (d.dp_epochs or study.profile.train.epochs)
+    record = study.store.get("model", v.target.config)  # the typed figures are the stored record's, in its order
+    assert list(v.target.metrics.as_dict().items()) == list(record["metrics"].items())
+    assert v.target.summary()["dp_epsilon"] == float("inf")

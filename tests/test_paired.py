@@ -7,10 +7,12 @@ import time
 import numpy as np
 import pytest
 from scipy.stats import norm
+from scipy.stats import t as t_dist
 from sklearn.metrics import roc_auc_score
 
-from mia_nb import paired
-from mia_nb.metrics import ece as metrics_ece
+from mia_nb.attacks import thresholds
+from mia_nb.claims import paired
+from mia_nb.attacks.metrics import ece as metrics_ece
 
 
 def _sk_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -138,7 +140,7 @@ def test_ece_and_signed_oe_hand_example_with_bin_edge():
     conf = np.array([0.2, 0.5, 0.7, 0.9])  # bins=2: 0.5 falls in the first bin (0, 0.5]
     correct = np.array([0, 1, 1, 0])
     # bin 0: mean conf .35, acc .5 -> .5*.15; bin 1: mean conf .8, acc .5 -> .5*.3
-    assert paired.ece(conf, correct, bins=2) == pytest.approx(0.225)
+    assert paired.ece_draws(conf, correct, bins=2) == pytest.approx(0.225)
     assert paired.signed_oe(conf, correct, bins=2) == pytest.approx(0.5 * -0.15 + 0.5 * 0.3)
 
 
@@ -149,7 +151,7 @@ def test_ece_matches_metrics_module_definition():
     labels = rng.integers(0, 10, 500)
     labels[:250] = probs[:250].argmax(axis=1)
     conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
-    assert paired.ece(conf, correct) == pytest.approx(metrics_ece(probs, labels), abs=1e-12)
+    assert paired.ece_draws(conf, correct) == pytest.approx(metrics_ece(probs, labels), abs=1e-12)
 
 
 def test_ece_and_signed_oe_weighted_equal_explicit_resampling():
@@ -157,10 +159,10 @@ def test_ece_and_signed_oe_weighted_equal_explicit_resampling():
     conf = rng.uniform(0.1, 1.0, 300)
     correct = rng.random(300) < conf ** 2
     w = paired.weights(300, 4, seed=5)
-    e, s = paired.ece(conf, correct, w), paired.signed_oe(conf, correct, w, bins=10)
+    e, s = paired.ece_draws(conf, correct, w), paired.signed_oe(conf, correct, w, bins=10)
     for b in range(4):
         k = w[b].astype(int)
-        assert e[b] == pytest.approx(paired.ece(np.repeat(conf, k), np.repeat(correct, k)), abs=1e-12)
+        assert e[b] == pytest.approx(paired.ece_draws(np.repeat(conf, k), np.repeat(correct, k)), abs=1e-12)
         assert s[b] == pytest.approx(paired.signed_oe(np.repeat(conf, k), np.repeat(correct, k), bins=10), abs=1e-12)
 
 
@@ -170,14 +172,14 @@ def test_signed_oe_sign():
     under = rng.uniform(0.5, 0.6, 1000)
     assert paired.signed_oe(over, rng.random(1000) < 0.5) > 0.2
     assert paired.signed_oe(under, rng.random(1000) < 0.95) < -0.2
-    assert paired.ece(over, rng.random(1000) < 0.5) > 0.2
+    assert paired.ece_draws(over, rng.random(1000) < 0.5) > 0.2
 
 
 def test_ece_rejects_bad_input():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        paired.ece(np.array([1.2]), np.array([1]))
+        paired.ece_draws(np.array([1.2]), np.array([1]))
     with pytest.raises(ValueError, match="same shape"):
-        paired.ece(np.array([0.5, 0.6]), np.array([1]))
+        paired.ece_draws(np.array([0.5, 0.6]), np.array([1]))
 
 
 # ---------------------------------------------------------------- pairing and coverage
@@ -219,29 +221,76 @@ def test_rate_interval_coverage_near_nominal():
 def test_combine_one_seed_is_percentile_of_its_draws():
     draws = np.random.default_rng(0).normal(0.7, 0.02, 2000)
     iv = paired.combine([0.7], [draws])
-    assert (iv.value, iv.n_seeds, iv.n_boot) == (0.7, 1, 2000)
+    assert (iv.value, iv.n_seeds, iv.n_boot, iv.df) == (0.7, 1, 2000, np.inf)
     assert (iv.lo, iv.hi) == tuple(np.percentile(draws, [2.5, 97.5]))
+    assert iv.se == pytest.approx(np.std(draws, ddof=1))
 
 
-def test_combine_includes_seed_spread():
+def test_combine_equal_variances_is_the_t_interval_over_seeds():
     rng = np.random.default_rng(0)
-    points = [0.1, 0.5, 0.9]
-    draws = [rng.normal(pt, 0.001, 2000) for pt in points]
+    points = np.array([0.1, 0.5, 0.9])
+    draws = [pt + rng.standard_normal(2000) for pt in points]
+    draws = [pt + 0.001 * (d - d.mean()) / d.std(ddof=1) for pt, d in zip(points, draws)]  # v_s equal exactly
     iv = paired.combine(points, draws, seed=1)
-    assert iv.value == pytest.approx(0.5) and iv.n_seeds == 3
-    assert iv.lo < 0.2 and iv.hi > 0.8 and iv.lo > 0.09 and iv.hi < 0.91
-    assert paired.combine(points, draws, seed=1) == iv  # reproducible
+    se = points.std(ddof=1) / np.sqrt(3)
+    half = t_dist.ppf(0.975, 2) * se
+    assert (iv.n_seeds, iv.df) == (3, 2.0)
+    assert iv.value == pytest.approx(0.5, abs=1e-12) and iv.se == pytest.approx(se, rel=1e-9)
+    assert (iv.lo, iv.hi) == (pytest.approx(0.5 - half, rel=1e-9), pytest.approx(0.5 + half, rel=1e-9))
+    assert paired.combine(points, draws, seed=7) == iv  # deterministic: the seed argument draws nothing
+
+
+def test_combine_weights_seeds_by_their_image_variance_when_seeds_agree():
+    rng = np.random.default_rng(1)
+    noisy, quiet = rng.normal(0, 0.05, 2000), rng.normal(0, 0.005, 2000)
+    iv = paired.combine([0.0, 0.01, 0.011], [0.0 + noisy, 0.01 + quiet, 0.011 + quiet])
+    assert 0.0095 < iv.value < 0.0115  # the noisy seed barely counts (DL tau² is 0 here)
+    assert iv.lo < 0.0 < iv.hi or iv.hi - iv.lo > 0.001
+    spread = paired.combine([0.0, 0.01, 0.011], [0.0 + quiet, 0.01 + quiet, 0.011 + quiet])
+    assert spread.value == pytest.approx(0.007, abs=1e-12)  # equal variances: the plain mean
+
+
+def test_combine_seeds_that_agree_keep_their_image_width():
+    d = np.random.default_rng(2).normal(0, 0.01, 2000)
+    iv = paired.combine([0.3, 0.3, 0.3], [0.3 + d, 0.3 + d, 0.3 + d])
+    se = np.std(d, ddof=1) / np.sqrt(3)  # fixed-effect variance: v / k
+    assert iv.value == 0.3 and iv.se == pytest.approx(se)
+    assert iv.hi - iv.lo == pytest.approx(2 * t_dist.ppf(0.975, 2) * se)
+    flat = paired.combine([0.3, 0.3, 0.3], [np.full(2000, 0.3)] * 3)
+    assert flat.lo == flat.hi == flat.value == 0.3 and flat.se == 0.0
+
+
+def test_combine_without_image_variance_is_the_t_interval_over_seeds():
+    points = [0.2, 0.4, 0.9]
+    iv = paired.combine(points, [np.full(50, p) for p in points])
+    se = np.std(points, ddof=1) / np.sqrt(3)
+    assert iv.value == pytest.approx(0.5) and iv.se == pytest.approx(se)
+    assert iv.lo == pytest.approx(0.5 - t_dist.ppf(0.975, 2) * se)
+
+
+def test_combine_a_seed_without_resample_variance_does_not_take_all_the_weight():
+    d = np.random.default_rng(3).normal(0, 0.01, 2000)
+    iv = paired.combine([0.0, 0.02, 0.03], [np.zeros(2000), 0.02 + d, 0.03 + d])
+    assert np.isfinite(iv.se) and iv.se > 0.004 and iv.lo < 0.0 < iv.hi
+    assert iv.value == pytest.approx(np.mean([0.0, 0.02, 0.03]), abs=0.002)
 
 
 def test_combine_nan_handling():
     a = np.r_[np.full(500, np.nan), np.full(1500, 0.4)]
     iv = paired.combine([0.4], [a])
-    assert iv.lo == iv.hi == 0.4
+    assert iv.lo == iv.hi == 0.4 and iv.se == 0.0
     b = np.full(2000, np.nan)
     iv2 = paired.combine([0.4, 0.6], [np.full(2000, 0.4), b], seed=0)
-    assert iv2.lo == iv2.hi == 0.4  # NaN seed draws dropped per column
+    assert (iv2.value, iv2.lo, iv2.hi, iv2.n_seeds) == (0.4, 0.4, 0.4, 1)  # the seed without resamples is left out
+    iv3 = paired.combine([0.1, float("nan"), 0.3], [np.full(9, 0.1), np.full(9, 0.2), np.full(9, 0.3)])
+    assert iv3.n_seeds == 2 and iv3.df == 1.0 and iv3.value == pytest.approx(0.2)
+    c = np.r_[np.nan, np.random.default_rng(4).normal(0, 0.01, 1999)]  # NaN resamples ignored in v_s
+    assert paired.combine([0.1, 0.2], [0.1 + c, 0.2 + c]).n_seeds == 2
+    c_inf = np.r_[np.inf, c[1:]]
+    assert paired.combine([0.1, 0.2], [0.1 + c_inf, 0.2 + c]) == paired.combine([0.1, 0.2], [0.1 + c, 0.2 + c])
     nan_iv = paired.combine([float("nan")], [b])
-    assert np.isnan(nan_iv.value) and np.isnan(nan_iv.lo) and np.isnan(nan_iv.hi)
+    assert np.isnan(nan_iv.value) and np.isnan(nan_iv.lo) and np.isnan(nan_iv.hi) and nan_iv.n_seeds == 0
+    assert np.isnan(nan_iv.p_beyond(0.0, ">"))
 
 
 def test_combine_rejects_mismatched_input():
@@ -251,12 +300,72 @@ def test_combine_rejects_mismatched_input():
         paired.combine([0.1, 0.2], [np.zeros(5), np.zeros(6)])
 
 
+# ---------------------------------------------------------------- p_beyond, holm
+
+
+@pytest.mark.parametrize("n_seeds", [1, 2, 3, 5])
+def test_p_beyond_is_0025_exactly_at_the_interval_bounds(n_seeds):
+    rng = np.random.default_rng(n_seeds)
+    points = rng.normal(0.1, 0.05, n_seeds)
+    iv = paired.combine(points, [pt + rng.gamma(2.0, 0.01, 3000) - 0.02 for pt in points])  # skewed resamples
+    assert iv.p_beyond(iv.lo, ">") == pytest.approx(0.025, abs=1e-12)
+    assert iv.p_beyond(iv.hi, "<") == pytest.approx(0.025, abs=1e-12)
+    assert iv.p_beyond(iv.value, ">") == pytest.approx(0.5) == iv.p_beyond(iv.value, "<")
+    below, above = iv.lo - 0.01, iv.lo + 0.01
+    assert iv.p_beyond(below, ">") < 0.025 < iv.p_beyond(above, ">")  # verdict "above bound" <=> p < 0.025
+    assert iv.p_beyond(0.3, ">") + iv.p_beyond(0.3, "<") == pytest.approx(1.0)  # symmetric reference per side
+
+
+def test_p_beyond_uses_the_t_reference_of_the_interval():
+    iv = paired.Interval(value=1.0, lo=1.0 - 4.302652729749464, hi=1.0 + 4.302652729749464, n_seeds=3,
+                         n_boot=100, se=1.0, df=2.0)
+    assert iv.p_beyond(0.0, ">") == pytest.approx(t_dist.sf(1.0, 2))
+    assert iv.p_beyond(2.0, "<") == pytest.approx(t_dist.sf(1.0, 2))
+    assert iv.p_beyond(3.0, ">") == pytest.approx(t_dist.cdf(2.0, 2))  # value below the bound: p > 0.5
+    normal = paired.Interval(0.0, -1.959963984540054, 1.959963984540054, 1, 100)  # se, df defaults: normal
+    assert normal.p_beyond(-1.0, ">") == pytest.approx(norm.sf(1.0))
+
+
+def test_p_beyond_zero_width_and_bad_side():
+    iv = paired.Interval(0.3, 0.3, 0.3, 3, 100, 0.0, 2.0)
+    assert (iv.p_beyond(0.2, ">"), iv.p_beyond(0.4, ">"), iv.p_beyond(0.3, ">")) == (0.0, 1.0, 0.5)
+    assert (iv.p_beyond(0.4, "<"), iv.p_beyond(0.2, "<")) == (0.0, 1.0)
+    assert np.isnan(iv.p_beyond(float("nan"), ">"))
+    with pytest.raises(ValueError, match="side"):
+        iv.p_beyond(0.0, "=")
+
+
+def test_holm_hand_examples():
+    # sorted 0.005 <= .05/4, 0.01 <= .05/3, 0.03 > .05/2: stop; 0.04 is not rejected although <= .05/1
+    assert paired.holm([0.01, 0.04, 0.03, 0.005]).tolist() == [True, False, False, True]
+    # sorted 0.01 <= .05/3, 0.02 <= .05/2, 0.04 <= .05/1: all rejected (Bonferroni would keep 0.02 and 0.04)
+    assert paired.holm([0.04, 0.01, 0.02]).tolist() == [True, True, True]
+    assert paired.holm([0.02, 0.01], alpha=0.01).tolist() == [False, False]  # 0.01 > 0.01/2
+    assert paired.holm([0.02, 0.005], alpha=0.01).tolist() == [False, True]  # then 0.02 > 0.01/1
+    assert paired.holm([0.025, 0.025]).tolist() == [True, True]  # <= (ties at the bound)
+    assert paired.holm([]).tolist() == []
+
+
+def test_holm_nan_is_never_rejected_and_not_counted():
+    got = paired.holm([np.nan, 0.02, 0.03, np.nan])  # family of 2: 0.02 <= .025, 0.03 <= .05
+    assert got.tolist() == [False, True, True, False] and got.dtype == bool
+
+
+def test_holm_rejects_bad_input():
+    with pytest.raises(ValueError, match="alpha"):
+        paired.holm([0.1], alpha=0.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        paired.holm([0.1, 1.5])
+    with pytest.raises(ValueError, match="1-D"):
+        paired.holm([[0.1]])
+
+
 # ---------------------------------------------------------------- tpr_at_fpr
 
 
 def test_tpr_at_fpr_separable():
     rng = np.random.default_rng(0)
-    out = paired.tpr_at_fpr(rng.normal(10, 1, 2500), rng.normal(0, 1, 5000), alpha=0.001, seed=0)
+    out = thresholds.tpr_at_fpr(rng.normal(10, 1, 2500), rng.normal(0, 1, 5000), alpha=0.001, seed=0)
     assert out["tpr"] == 1.0 and out["tpr_lo"] > 0.998 and out["tpr_hi"] == 1.0
     assert (out["n_pos"], out["n_neg_fit"], out["n_neg_test"]) == (2500, 2500, 2500)
     assert set(out) == {"tpr", "tpr_lo", "tpr_hi", "fpr", "fpr_lo", "fpr_hi", "threshold",
@@ -268,7 +377,7 @@ def test_tpr_at_fpr_identical_distributions(alpha):
     # The CP intervals are conditional on the fitted threshold: they cover the true rate at t, sf(t),
     # which itself sits within sampling noise of alpha (fit half of 5000), not alpha exactly.
     rng = np.random.default_rng(1)
-    out = paired.tpr_at_fpr(rng.normal(size=5000), rng.normal(size=10000), alpha=alpha, seed=2)
+    out = thresholds.tpr_at_fpr(rng.normal(size=5000), rng.normal(size=10000), alpha=alpha, seed=2)
     true_rate = norm.sf(out["threshold"])
     assert out["tpr_lo"] <= true_rate <= out["tpr_hi"]
     assert out["fpr_lo"] <= true_rate <= out["fpr_hi"]
@@ -280,7 +389,7 @@ def test_tpr_at_fpr_intervals_cover_true_rate_over_repeats():
     hits = np.zeros((2, 100), dtype=bool)
     for s in range(100):
         rng = np.random.default_rng(100 + s)
-        out = paired.tpr_at_fpr(rng.normal(size=1000), rng.normal(size=2000), alpha=0.1, seed=s)
+        out = thresholds.tpr_at_fpr(rng.normal(size=1000), rng.normal(size=2000), alpha=0.1, seed=s)
         true_rate = norm.sf(out["threshold"])
         hits[:, s] = out["tpr_lo"] <= true_rate <= out["tpr_hi"], out["fpr_lo"] <= true_rate <= out["fpr_hi"]
     print(f"CP coverage over 100 repeats: tpr {hits[0].mean():.2f}, held-back fpr {hits[1].mean():.2f}")
@@ -291,20 +400,20 @@ def test_tpr_at_fpr_intervals_cover_true_rate_over_repeats():
 @pytest.mark.parametrize("alpha", [0.0, 0.001, 0.05, 0.3])
 def test_split_threshold_is_smallest_admissible_on_half_a(seed, alpha):
     neg = np.round(np.random.default_rng(seed).normal(size=1001), 1)  # heavy ties
-    t, held = paired.split_threshold(neg, alpha, seed)
+    t, held = thresholds.split_threshold(neg, alpha, seed)
     fit = neg[~held]
     assert held.sum() == 500 and fit.size == 501
     assert np.mean(fit > t) <= alpha  # never lets more than alpha of half A through
     below = fit[fit < t]
     if below.size:  # the next lower candidate would break the budget: t is the smallest
         assert np.mean(fit > below.max()) > alpha
-    t2, held2 = paired.split_threshold(neg, alpha, seed)
+    t2, held2 = thresholds.split_threshold(neg, alpha, seed)
     assert t2 == t and np.array_equal(held2, held)
 
 
 def test_split_threshold_rejects_bad_alpha():
     with pytest.raises(ValueError, match="alpha"):
-        paired.split_threshold(np.zeros(10), 1.0, 0)
+        thresholds.split_threshold(np.zeros(10), 1.0, 0)
 
 
 # ---------------------------------------------------------------- w1_quantile

@@ -1,4 +1,4 @@
-"""Tests for mia_nb.privacy: Opacus DP-SGD helpers on a tiny model with a BatchNorm layer."""
+"""Tests for mia_nb.models.privacy: Opacus DP-SGD helpers on a tiny model with a BatchNorm layer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mia_nb import privacy as P
+from mia_nb.models import privacy as P
 
 TARGET_EPS, DELTA = 3.0, 1e-3
 
@@ -62,6 +62,7 @@ def test_check_dp_compatible_catches_non_affine_batchnorm():
         P.check_dp_compatible(model)
 
 
+@pytest.mark.slow  # DP-SGD training
 def test_one_dp_epoch_spends_at_most_the_target_and_changes_weights():
     before, after, eps, dp_opt = _one_private_epoch(seed=0)
     assert math.isfinite(eps) and 0 < eps <= TARGET_EPS * 1.05
@@ -70,6 +71,7 @@ def test_one_dp_epoch_spends_at_most_the_target_and_changes_weights():
     assert all(changed)
 
 
+@pytest.mark.slow  # DP-SGD training, twice
 def test_dp_training_is_reproducible_for_a_seed():
     # rdp: its noise calibration is faster than prv's; accounting is not under test here.
     _, a, _, _ = _one_private_epoch(seed=7, accountant="rdp")

@@ -11,7 +11,8 @@ from scipy.special import expit, softmax
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from mia_nb import reference as R
+from mia_nb.attacks import lira_rmia as R
+from mia_nb.attacks import thresholds
 
 
 def _world(shift: float, sd_d: float, seed: int, n: int = 4000, m: int = 16, z: int = 2000) -> dict:
@@ -248,13 +249,13 @@ def test_choose_rmia_a_uses_references_only_and_returns_a_grid_value():
 
 def test_threshold_at_fpr_is_smallest_threshold_meeting_alpha():
     rng = np.random.default_rng(11)
-    assert R.threshold_at_fpr(np.arange(100.0), 0.05) == 94.0
-    assert R.threshold_at_fpr(np.arange(100.0), 0.0) == 99.0
-    assert R.threshold_at_fpr(np.arange(100.0), 1.0) == -np.inf
+    assert thresholds.threshold_at_fpr(np.arange(100.0), 0.05) == 94.0
+    assert thresholds.threshold_at_fpr(np.arange(100.0), 0.0) == 99.0
+    assert thresholds.threshold_at_fpr(np.arange(100.0), 1.0) == -np.inf
     for _ in range(200):
         neg = np.round(rng.normal(0, 1, rng.integers(1, 60)), 1)  # many ties
         alpha = rng.uniform(0, 1)
-        t = R.threshold_at_fpr(neg, alpha)
+        t = thresholds.threshold_at_fpr(neg, alpha)
         assert np.mean(neg > t) <= alpha
         below = neg[neg < t]
         if below.size:  # any smaller candidate threshold (next distinct value down) breaks the bound
@@ -264,6 +265,7 @@ def test_threshold_at_fpr_is_smallest_threshold_meeting_alpha():
 # ---------------------------------------------------------------- speed
 
 
+@pytest.mark.slow  # a timing at CIFAR scale
 def test_all_attacks_fast_at_cifar_scale():
     rng = np.random.default_rng(12)
     m, n, z, k = 16, 70_000, 10_000, 10

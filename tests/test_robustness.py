@@ -16,10 +16,17 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
-from mia_nb import data, install, splits
+from mia_nb.data import datasets
+from mia_nb.data import install
+from mia_nb.data import splits
 from mia_nb.config import ConfigError, parse_profile
-from mia_nb.paths import OutsideRootError, inside
-from mia_nb.run import main, select
+from mia_nb.layout import OutsideRootError, inside
+from mia_nb.models.engine import clean_stale_shared_memory
+from mia_nb.runner import written
+from mia_nb.runner.chains import HealLines
+from mia_nb.runner.cli import main
+from mia_nb.runner.outputs import OutputsError, check_outside_source
+from mia_nb.runner.plan import select
 from mia_nb.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,11 +81,14 @@ def test_a_profile_name_cannot_escape_the_outputs_root(tmp_path, name, capsys):
 # --------------------------------------------------------------------------- data checked first
 
 def fake_fashion(root: Path) -> Path:
-    """Just enough of data/FashionMNIST/raw for the data checks (four files)."""
+    """Just enough of data/FashionMNIST/raw for the data checks: four idx files of two images, sizes as their
+    headers say."""
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in data.FASHION_FILES:
-        (raw / name).write_bytes(b"")
+    for name in datasets.FASHION_FILES:
+        head = b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 if "images" in name \
+            else b"\x00\x00\x08\x01" + (2).to_bytes(4, "big")
+        (raw / name).write_bytes(head + bytes(2 * 28 * 28 if "images" in name else 2))
     return raw
 
 
@@ -87,7 +97,7 @@ def test_mistyped_data_root_is_refused_and_nothing_written(tmp_path):
     (repo / "data").mkdir(parents=True)
     p = parse_profile({"data": {"root": "dtaa"}})
     with pytest.raises(ConfigError, match=r"data.root: folder .*dtaa does not exist.*expected .*repo/data"):
-        data.check_data_available(p, repo)
+        datasets.check_data_available(p, repo)
     with pytest.raises(ConfigError, match=r"--root: folder .*typo does not exist.*expected .*repo/data"):
         install.install_fashion_mnist(repo / "typo", repo_root=repo, debian_dir=tmp_path / "no-debian", download=False)
     assert files_under(repo) == {repo / "data"}
@@ -97,7 +107,7 @@ def test_installer_writes_only_the_raw_folder_of_a_checked_root(tmp_path):
     import gzip
     debian = tmp_path / "debian"
     debian.mkdir()
-    for name in data.FASHION_FILES:
+    for name in datasets.FASHION_FILES:
         with gzip.open(debian / f"{name}.gz", "wb") as f:
             f.write(b"idx")
     repo = tmp_path / "repo"
@@ -105,7 +115,7 @@ def test_installer_writes_only_the_raw_folder_of_a_checked_root(tmp_path):
     raw = install.install_fashion_mnist(repo / "data", repo_root=repo, debian_dir=debian, download=False)
     assert raw == repo / "data" / "FashionMNIST" / "raw"  # the default folder may be created
     assert {p.relative_to(repo).as_posix() for p in files_under(repo) if p.is_file()} == {
-        f"data/FashionMNIST/raw/{n}" for n in data.FASHION_FILES}
+        f"data/FashionMNIST/raw/{n}" for n in datasets.FASHION_FILES}
 
 
 def test_data_root_that_is_a_file_is_one_line(tmp_path):
@@ -122,7 +132,7 @@ def test_missing_extra_dataset_is_named_by_its_entry(tmp_path, extra, index):
     fake_fashion(tmp_path / "data")
     p = parse_profile({"data": {"root": str(tmp_path / "data")}, "ood": {"extra_datasets": extra}})
     with pytest.raises(ConfigError, match=rf"ood.extra_datasets\[{index}\]: {extra[index]} not found") as info:
-        data.check_data_available(p, tmp_path)
+        datasets.check_data_available(p, tmp_path)
     assert "\n" not in str(info.value)
 
 
@@ -131,10 +141,10 @@ def test_missing_afhq_and_fake_folders_are_named(tmp_path):
     base = {"data": {"root": str(tmp_path / "data")}}
     p = parse_profile({**base, "ood": {"extra_datasets": ["afhq_dog"], "afhq_root": str(tmp_path / "afhq")}})
     with pytest.raises(ConfigError, match=r"ood.extra_datasets\[0\]: afhq_dog not found.*afhq/dog"):
-        data.check_data_available(p, tmp_path)
+        datasets.check_data_available(p, tmp_path)
     p = parse_profile({**base, "ood": {"fake_folder": str(tmp_path / "fakes")}})
     with pytest.raises(ConfigError, match="ood.fake_folder: folder .*fakes not found"):
-        data.check_data_available(p, tmp_path)
+        datasets.check_data_available(p, tmp_path)
 
 
 def test_reversed_only_range_says_so():
@@ -172,8 +182,8 @@ def test_a_file_that_is_not_a_store_record_is_healed_too(tmp_path, capsys):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "pickled", "overlap"])
 def test_damaged_splits_name_notebook_01_and_never_unpickle(tmp_path, damage, monkeypatch):
-    pool = data.Pool(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10) % 2,
-                     data.DATASET_INFO["fashion_mnist"], {"dataset": "x"})
+    pool = datasets.Pool(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10) % 2,
+                     datasets.DATASET_INFO["fashion_mnist"], {"dataset": "x"})
     path = splits.save_splits(tmp_path, {"target_train": np.arange(5), "target_heldout": np.arange(5, 10)}, pool, 0)
     if damage == "garbage":
         path.write_bytes(b"\x00garbage" * 50)
@@ -199,6 +209,7 @@ def test_damaged_splits_name_notebook_01_and_never_unpickle(tmp_path, damage, mo
 
 # ----------------------------------------------------------------------------------------- Ctrl-C
 
+@pytest.mark.slow  # a headless run in a subprocess, interrupted
 def test_ctrl_c_ends_the_run_in_one_line(tmp_path):
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
@@ -207,6 +218,7 @@ def test_ctrl_c_ends_the_run_in_one_line(tmp_path):
         nb = new_notebook(cells=[new_code_cell("params_file = ''\noutputs_root = ''\nseed = -1",
                                                metadata={"tags": ["parameters"]}), new_code_cell(src)])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["mia_nb"] = {"stage": "data" if name.startswith("01") else "per_seed"}  # the runner's role
         nbformat.write(nb, nbdir / name)
     fake_fashion(tmp_path / "data")
     params = tmp_path / "tiny.yaml"
@@ -234,3 +246,90 @@ def test_ctrl_c_ends_the_run_in_one_line(tmp_path):
     assert "Traceback" not in stderr and "Traceback" not in stdout
     assert (out / "tiny" / "notebooks" / "01_quick.ipynb").is_file()  # what finished is kept
     assert not (out / "tiny" / "notebooks" / "03_after.ipynb").exists()
+
+
+# ------------------------------------------------------------------------------- issue 22: unit level
+
+def test_a_fashion_file_cut_short_or_empty_is_named_with_the_command_that_reinstalls_it(tmp_path):
+    raw = fake_fashion(tmp_path / "data")
+    (raw / "train-labels-idx1-ubyte").write_bytes((raw / "train-labels-idx1-ubyte").read_bytes()[:9])
+    with pytest.raises(ConfigError) as info:
+        install.ensure_fashion_mnist(tmp_path / "data", debian_dir=tmp_path / "no-debian")
+    msg = str(info.value)
+    assert "train-labels-idx1-ubyte is damaged (9 bytes, its header (2) says 10" in msg and "\n" not in msg
+    assert msg.endswith(f"python -m mia_nb data --root {tmp_path / 'data'}")
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"")
+    assert "0 bytes, too short" in install.damaged_files(raw)[raw / "t10k-images-idx3-ubyte"]
+
+
+def test_the_installer_fills_only_an_empty_folder_or_one_that_holds_the_dataset(tmp_path):
+    busy = tmp_path / "etc"
+    busy.mkdir()
+    (busy / "passwd").write_text("x")
+    with pytest.raises(ConfigError, match=r"holds other files \(passwd\) and no FashionMNIST/ folder"):
+        install.check_install_target(busy, tmp_path / "repo")
+    (tmp_path / "empty").mkdir()
+    install.check_install_target(tmp_path / "empty", tmp_path / "repo")
+    (busy / "FashionMNIST").mkdir()
+    install.check_install_target(busy, tmp_path / "repo")
+
+
+def test_has_moves_a_damaged_artifact_aside_so_it_is_recomputed_at_once(tmp_path, capsys):
+    store = Store(tmp_path)
+    path = store.put("model", {"a": 1}, {"w": torch.ones(100)})
+    path.write_bytes(path.read_bytes()[:50])
+    assert not store.has("model", {"a": 1})  # the existence check no longer passes a file that fails to load
+    assert path.with_name(path.name + ".corrupt").is_file() and "moved aside to" in capsys.readouterr().err
+
+
+def test_stale_shared_memory_of_dead_runs_is_removed_and_that_of_live_ones_kept(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    me = os.getpid()
+    for pid in (dead.pid, me):
+        (tmp_path / f"sem.loky-{pid}-abc_12").write_bytes(b"x")
+        (tmp_path / f"joblib_memmapping_folder_{pid}_ab12_cd34").mkdir()
+    (tmp_path / f"sem.other-{dead.pid}").write_bytes(b"x")
+    removed = clean_stale_shared_memory([tmp_path])
+    assert sorted(p.name for p in removed) == sorted([f"sem.loky-{dead.pid}-abc_12",
+                                                      f"joblib_memmapping_folder_{dead.pid}_ab12_cd34"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"sem.loky-{me}-abc_12", f"sem.other-{dead.pid}",
+                                                                 f"joblib_memmapping_folder_{me}_ab12_cd34"])
+
+
+@pytest.mark.parametrize("where, refused", [("notebooks", True), (".", True), ("params/x", True),
+                                            ("outputs", False), ("outputs/a/b", False), ("../elsewhere", False)])
+def test_outputs_inside_the_source_tree_are_refused(tmp_path, where, refused):
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    if refused:
+        with pytest.raises(OutputsError, match=r"^--outputs: .* lies inside the source tree"):
+            check_outside_source(repo / where, repo)
+    else:
+        check_outside_source(repo / where, repo)
+
+
+def test_what_a_notebook_wrote_is_recorded_and_damage_found(tmp_path):
+    base = tmp_path / "run"
+    (base / "results").mkdir(parents=True)
+    t0 = time.time()
+    (base / "results" / "attacks.csv").write_text("a,b\n1,2\n")
+    assert written.record(base, base, 0, "04_attacks.ipynb", t0) == [base / "results" / "attacks.csv"]
+    t1 = time.time()
+    (base / "results" / "attacks.csv").write_text("a,b\n1,2\n3,4\n")
+    written.record(base, base, 0, "06_calibration.ipynb", t1)  # upserted rows: one entry, both writers
+    assert written.check(base, [base]) == []
+    (base / "results" / "attacks.csv").write_text("a,b\n1,9\n3,4\n")
+    [damage] = written.check(base, [base])
+    assert damage.by == ("04_attacks.ipynb", "06_calibration.ipynb") and "sha256 differs" in damage.reason
+    (base / "results" / "attacks.csv").unlink()
+    assert written.check(base, [base])[0].reason == "is missing"
+
+
+def test_heal_lines_from_a_kernel_reach_the_console(capsys):
+    sink = HealLines("seed 0 · 04_attacks")
+    sink.write("store: /x/model/k.pt could not be loaded (EOFError); moved aside")
+    sink.write(" to k.pt.corrupt, recomputing\nsome other warning\n")
+    err = capsys.readouterr().err
+    assert err == "    seed 0 · 04_attacks: store: /x/model/k.pt could not be loaded (EOFError); moved aside to " \
+                  "k.pt.corrupt, recomputing\n"

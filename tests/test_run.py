@@ -10,8 +10,11 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from mia_nb.config import ConfigError
-from mia_nb.run import NotebookFailed, list_notebooks, main, run_study, select
+from mia_nb.config import ConfigError, load_profile
+from mia_nb.runner.chains import NotebookFailed, side_by_side
+from mia_nb.runner.cli import main
+from mia_nb.runner.pipeline import run_study
+from mia_nb.runner.plan import LESSON, ROLE_KEY, Role, list_notebooks, plan, role, select
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = list_notebooks()
@@ -28,6 +31,53 @@ def test_select():
         select(nbs, "42")
 
 
+def test_every_notebook_has_a_role():
+    """Each committed notebook names its stage in its metadata (a missing one is a one-line error at run
+    start); the data notebooks come first in file order, as they run first; lessons (notebook 00, which no
+    run executes) come before them."""
+    stages = [role(p).stage for p in NOTEBOOKS]
+    lessons = stages.count(LESSON)
+    assert stages[:lessons] == [LESSON] * lessons
+    stages = stages[lessons:]
+    assert set(stages) == {"data", "per_seed", "summary"}
+    assert stages[:stages.count("data")] == ["data"] * stages.count("data")
+
+
+def test_a_notebook_without_a_role_is_named_in_one_line(tmp_path):
+    nbdir = _stand_ins(tmp_path / "nbs", {"01_a.ipynb": "x = 1"})
+    nb = nbformat.read(nbdir / "01_a.ipynb", as_version=4)
+    del nb.metadata[ROLE_KEY]
+    nbformat.write(nb, nbdir / "01_a.ipynb")
+    with pytest.raises(ConfigError, match=r"01_a.ipynb: metadata mia_nb.stage is None") as info:
+        role(nbdir / "01_a.ipynb")
+    assert "\n" not in str(info.value)
+    nb.metadata[ROLE_KEY] = {"stage": "per_seed", "seeds": "some"}
+    nbformat.write(nb, nbdir / "01_a.ipynb")
+    with pytest.raises(ConfigError, match="mia_nb.seeds is 'some'"):
+        role(nbdir / "01_a.ipynb")
+
+
+def test_roles_not_numbers_decide_the_phases(tmp_path):
+    """A summary notebook numbered first still runs last and once; one marked for the reference-model seeds
+    runs only for them (the profile's first seed here); seeds get their own folders."""
+    sources = {"01_sum.ipynb": "", "02_prep.ipynb": "", "03_a.ipynb": "", "04_ref.ipynb": ""}
+    nbdir = _stand_ins(tmp_path / "nbs", sources,
+                       {"01_sum.ipynb": "summary", "02_prep.ipynb": "data"})
+    nb = nbformat.read(nbdir / "04_ref.ipynb", as_version=4)
+    nb.metadata[ROLE_KEY]["seeds"] = "reference_models"
+    nbformat.write(nb, nbdir / "04_ref.ipynb")
+    assert role(nbdir / "04_ref.ipynb") == Role("per_seed", "reference_models")
+    base = tmp_path / "out" / "two"
+    jobs = plan(list_notebooks(nbdir), load_profile(_two_seed_profile(tmp_path)), base)
+    short = lambda chain: [(nb.name[:2], seed, folder.name) for nb, seed, folder in chain]  # noqa: E731
+    assert [short(c) for c in jobs.data] == [[("02", 42, "seed_42")], [("02", 43, "seed_43")]]
+    assert [short(c) for c in jobs.per_seed] == [[("03", 42, "seed_42"), ("04", 42, "seed_42")],
+                                                 [("03", 43, "seed_43")]]
+    assert short(jobs.summary) == [("01", -1, "two")] and jobs.train
+    assert jobs.jobs()[-1][0].name == "01_sum.ipynb"
+    assert not plan(list_notebooks(nbdir)[:2], load_profile(_two_seed_profile(tmp_path)), base).train
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebooks_are_committed_clean(path):
     nb = json.loads(path.read_text())
@@ -39,15 +89,10 @@ def test_notebooks_are_committed_clean(path):
     assert not any("def " in "".join(c["source"]) for c in code), "no function definitions in notebooks"
 
 
+@pytest.mark.slow  # runs notebooks through papermill
 def test_failing_notebook_is_named_and_kept(tmp_path, capsys):
-    nbdir = tmp_path / "nbs"
-    nbdir.mkdir()
-    for name, src in (("01_ok.ipynb", "x = 1"), ("02_bad.ipynb", "raise ValueError('broken on purpose')"),
-                      ("03_never.ipynb", "y = 2")):
-        nb = new_notebook(cells=[new_code_cell("params_file = ''\noutputs_root = ''\nseed = -1",
-                                               metadata={"tags": ["parameters"]}), new_code_cell(src)])
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nbformat.write(nb, nbdir / name)
+    sources = {"01_ok.ipynb": "x = 1", "02_bad.ipynb": "raise ValueError('broken on purpose')", "03_never.ipynb": "y = 2"}
+    nbdir = _stand_ins(tmp_path / "nbs", sources, {"01_ok.ipynb": "data"})
     with pytest.raises(NotebookFailed) as info:
         run_study(REPO / "params" / "smoke.yaml", outputs_root=tmp_path / "out", notebook_dir=nbdir, quiet=True)
     err = info.value
@@ -65,7 +110,7 @@ def test_cli_bad_profile_exits_nonzero(tmp_path, capsys):
 
 
 def test_report_links_every_notebook(tmp_path):
-    from mia_nb.report import write_report
+    from mia_nb.report.html import write_report
     run = tmp_path / "run"
     for sub in ("notebooks", "seed_1/notebooks", "seed_2/notebooks"):
         (run / sub).mkdir(parents=True)
@@ -81,13 +126,15 @@ def test_report_links_every_notebook(tmp_path):
     assert 'src="../figures/04_roc_curves.png"' in page
 
 
-def _stand_ins(folder: Path, sources: dict[str, str]) -> Path:
-    """Stand-in notebooks (name -> code after the parameters cell)."""
+def _stand_ins(folder: Path, sources: dict[str, str], stages: dict[str, str] | None = None) -> Path:
+    """Stand-in notebooks (name -> code after the parameters cell), each with its runner role in its metadata
+    (`stages`: name -> stage; per_seed when not named)."""
     folder.mkdir()
     for name, src in sources.items():
         nb = new_notebook(cells=[new_code_cell("params_file = ''\noutputs_root = ''\nseed = -1",
                                                metadata={"tags": ["parameters"]}), new_code_cell(src)])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata[ROLE_KEY] = {"stage": (stages or {}).get(name, "per_seed")}
         nbformat.write(nb, folder / name)
     return folder
 
@@ -99,6 +146,7 @@ def _two_seed_profile(tmp_path: Path, extra: str = "") -> Path:
     return prof
 
 
+@pytest.mark.slow  # runs notebooks through papermill
 def test_seeds_run_side_by_side(tmp_path):
     """Each seed's notebooks run in order, and the seeds' chains at the same time: notebook 02 of each seed
     waits until the other seed's 02 has started, which only a side-by-side run can satisfy (60 s limit)."""
@@ -111,7 +159,8 @@ def test_seeds_run_side_by_side(tmp_path):
             "t0 = time.time()\nwhile len(list(d.iterdir())) < 2:\n    assert time.time() - t0 < 60, 'seeds ran one after the other'\n"
             "    time.sleep(0.1)")
     nbdir = _stand_ins(tmp_path / "nbs", {"01_a.ipynb": "x = 1", "02_wait.ipynb": wait, "03_c.ipynb": "y = 2",
-                                          "08_summary.ipynb": "z = 3"})
+                                          "08_summary.ipynb": "z = 3"},
+                       {"01_a.ipynb": "data", "08_summary.ipynb": "summary"})
     done = run_study(_two_seed_profile(tmp_path), outputs_root=tmp_path / "out", notebook_dir=nbdir, quiet=True,
                      report=False)
     names = [(p.parent.parent.name, p.name[:2]) for p in done]
@@ -119,18 +168,17 @@ def test_seeds_run_side_by_side(tmp_path):
         mine = [n for s, n in names if s == seed]
         assert mine == ["01", "02", "03"]
     assert names[-1] == ("two", "08")  # the summary last, once
-    from mia_nb.engine import default_workers
+    from mia_nb.models.engine import default_workers
     threads = str(max(1, default_workers() // 2))  # two kernels share the cores: one thread each on 2 cores
     assert {f.read_text() for f in flags.iterdir()} == {threads}
 
 
 def test_one_worker_runs_seeds_in_turn(tmp_path):
-    from mia_nb.config import load_profile
-    from mia_nb.run import side_by_side
     assert side_by_side(load_profile(_two_seed_profile(tmp_path, "engine:\n  workers: 1\n")), 3) == 1
     assert side_by_side(load_profile(_two_seed_profile(tmp_path)), 1) == 1
 
 
+@pytest.mark.slow  # runs notebooks through papermill
 def test_failure_in_one_seed_stops_the_others(tmp_path):
     nbdir = _stand_ins(tmp_path / "nbs", {"02_bad.ipynb": "assert seed != 43, 'broken on purpose'",
                                           "03_next.ipynb": "import time; time.sleep(1)"})
@@ -148,7 +196,7 @@ def test_report_pages_are_rendered_once_per_execution(tmp_path):
     """A page newer than its executed notebook is kept (the runner renders each notebook as it finishes);
     a notebook executed again is rendered again."""
     import os
-    from mia_nb.report import render_notebook
+    from mia_nb.report.html import render_notebook
     nb_path = tmp_path / "01_a.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell("1 + 1")]), nb_path)
     page = render_notebook(nb_path, tmp_path / "report")
@@ -159,13 +207,14 @@ def test_report_pages_are_rendered_once_per_execution(tmp_path):
     assert "kept" != render_notebook(nb_path, tmp_path / "report").read_text()
 
 
+@pytest.mark.slow  # runs notebooks through papermill, three times
 def test_up_to_date_notebooks_are_skipped_and_what_follows_a_change_reruns(tmp_path):
     """A rerun with nothing changed executes nothing; a changed notebook runs again with everything after it
     in its seed and the summary; --force reruns all; a failed notebook is never taken as up to date."""
     log = tmp_path / "ran.txt"
     cell = lambda name: f"open({str(log)!r}, 'a').write({name!r} + chr(10))"  # noqa: E731
     sources = {"01_a.ipynb": cell("01"), "02_b.ipynb": cell("02"), "03_c.ipynb": cell("03"), "08_s.ipynb": cell("08")}
-    nbdir = _stand_ins(tmp_path / "nbs", sources)
+    nbdir = _stand_ins(tmp_path / "nbs", sources, {"01_a.ipynb": "data", "08_s.ipynb": "summary"})
     kw = {"outputs_root": tmp_path / "out", "notebook_dir": nbdir, "quiet": True, "report": False}
     smoke = REPO / "params" / "smoke.yaml"
 

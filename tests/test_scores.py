@@ -1,11 +1,11 @@
-"""Tests for mia_nb.scores: softmax, max score, entropy, top-k, CE loss, input checks, Outputs."""
+"""Tests for mia_nb.attacks.scores: softmax, entropy, top-k, CE loss, input checks, Outputs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mia_nb.scores import Outputs, ce_loss, check_outputs, entropy, max_score, softmax, topk
+from mia_nb.attacks.scores import Outputs, ce_loss, check_outputs, entropy, softmax, topk
 
 
 def test_softmax_stable_and_matches_naive():
@@ -31,9 +31,8 @@ def test_softmax_temperature():
         softmax(np.array([[np.nan, 0.0]]))
 
 
-def test_max_score_entropy_topk():
+def test_entropy_topk():
     p = np.array([[0.7, 0.2, 0.1], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
-    np.testing.assert_allclose(max_score(p), [0.7, 1.0, 1 / 3])
     h = entropy(p)
     np.testing.assert_allclose(h[0], -(0.7 * np.log(0.7) + 0.2 * np.log(0.2) + 0.1 * np.log(0.1)))
     assert h[1] == 0.0  # 0 log 0 = 0, no NaN
@@ -95,7 +94,7 @@ def test_outputs_dataclass():
 
 
 def test_log_softmax_matches_and_keeps_tiny_gaps():
-    from mia_nb.scores import log_softmax, softmax
+    from mia_nb.attacks.scores import log_softmax, softmax
     rng = np.random.default_rng(0)
     z = rng.normal(size=(50, 7)) * 3
     assert np.allclose(np.exp(log_softmax(z, 2.0)), softmax(z, 2.0))
@@ -105,7 +104,7 @@ def test_log_softmax_matches_and_keeps_tiny_gaps():
 
 
 def test_log_rest_is_log_one_minus_max_and_orders_saturated_rows():
-    from mia_nb.scores import log_rest, log_softmax
+    from mia_nb.attacks.scores import log_rest, log_softmax
     rng = np.random.default_rng(0)
     z = rng.normal(size=(50, 5))
     lp = log_softmax(z)

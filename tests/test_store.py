@@ -52,6 +52,6 @@ def test_unversioned_store_keeps_the_plain_config_key(tmp_path):
     assert versioned.path("model", cfg).stem == config_key("model", cfg, code_version("model")) != config_key("model", cfg)
     plain.put("model", cfg, 1)
     assert versioned.get("model", cfg) is None and plain.get("model", cfg) == 1
-    assert torch.load(plain.path("model", cfg), weights_only=False)["code"] is None
+    assert torch.load(plain.path("model", cfg), weights_only=True)["code"] is None
     versioned.put("model", cfg, 2)
-    assert torch.load(versioned.path("model", cfg), weights_only=False)["code"] == code_version("model")
+    assert torch.load(versioned.path("model", cfg), weights_only=True)["code"] == code_version("model")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mia_nb.config import ConfigError, TrainConfig
-from mia_nb.models import build_model, last_linear
-from mia_nb.train import train_model
+from mia_nb.models.networks import build_model, last_linear
+from mia_nb.models.training import train_model
 
 
 @pytest.mark.parametrize("arch, channels, size", [("simple_cnn", 1, 28), ("simple_cnn", 3, 32),
@@ -65,7 +65,7 @@ def test_training_refuses_mismatched_data():
 def test_inference_runs_channels_last_and_leaves_the_model_as_it_was():
     """forward_logits switches a (1-channel) CNN to channels-last for the pass and back afterwards; a model
     already channels-last (mid-training) stays so; the logits are those of the default layout."""
-    from mia_nb.models import SimpleCNN, channels_last, forward_logits
+    from mia_nb.models.networks import SimpleCNN, channels_last, forward_logits
     torch.manual_seed(0)
     model, x = SimpleCNN(1, 28, 10).eval(), torch.randn(8, 1, 28, 28)
     conv2 = model.features[3].weight

@@ -1,0 +1,48 @@
+"""Every script in benchmarks/ runs in its tiny mode (`--tiny`, seconds), so a benchmark cannot break unseen.
+
+A tiny run checks that a script still runs against the package's current API; its timings mean nothing.
+Each run is a fresh interpreter that imports torch, torchvision and the package (about 5 s of CPU before the
+benchmark starts), so over 10 s on a busy 2-core machine: all of them are `slow` (in `make test`, not in
+`make test-fast`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py"))
+
+
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run benchmarks/<script> with `args` from the repository root on one torch thread; the finished process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_the_benchmarks_are_found():
+    assert {"attack_phase.py", "engine.py", "llla_backends.py"} <= set(SCRIPTS), SCRIPTS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_runs_in_tiny_mode(script):
+    proc = run_benchmark(script, "--tiny")
+    assert proc.returncode == 0, f"benchmarks/{script} --tiny failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.stdout.strip(), f"benchmarks/{script} --tiny printed nothing"
+
+
+@pytest.mark.slow
+def test_llla_benchmark_runs_on_a_profiles_models(tmp_path, tiny_study, tiny_profile_file):
+    """`llla_backends.py --profile` times notebook 06's LLLA arms on a study's vanilla pair (trained by the run)."""
+    proc = run_benchmark("llla_backends.py", "--profile", str(tiny_profile_file), "--outputs", str(tmp_path),
+                         "--seed", str(tiny_study.seed), "--repeats", "1")
+    assert proc.returncode == 0, f"llla_backends.py --profile failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "all arms:" in proc.stdout, proc.stdout[-2000:]
