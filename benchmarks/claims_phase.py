@@ -1,12 +1,12 @@
-"""Notebook 08's claim phase at the default run's sizes (issue 19's goal: at most 30 s on 2 cores).
+"""Notebook 09's claim phase at the default run's sizes (issue 19's goal: at most 30 s on 2 cores).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/claims_phase.py [--seeds 3] [--n-boot 2000]
 
-Writes synthetic sample files (`mia_nb.attacks.samples`, the format notebooks 04-09 write) for the default
+Writes synthetic sample files (`mia_nb.attacks.samples`, the format notebooks 04-08 write) for the default
 run: 3 seeds; 2,500 members; 5,000 held-out images and the default pools (transforms, corruptions at
 severities 1 and 3, inverted, digits of 1,797, uniform, GAN fakes, 5,000 each); every variant of the default
 profile (vanilla, 6 temperatures, 2 label smoothings, 3 LLLA arms, 2 L2, 2 DP-SGD, dp_clip) with the four
-attacks; the reference attacks' file on the first seed. Then times what notebook 08 does with them: read every
+attacks; the reference attacks' file on the first seed. Then times what notebook 09 does with them: read every
 seed (`findings.load_seed`), every claim (`findings.check`) and the headline numbers (`findings.headlines`)
 with the profile's 2,000 resamples. Not a test: machines differ ~3× in speed. `--tiny` runs the same steps on
 a few hundred images, two seeds and 50 resamples, in seconds (tests/test_benchmarks.py: the script still runs).
@@ -61,7 +61,7 @@ def variant_file(name: str, seed: int, n: dict[str, int], rng: np.random.Generat
 
 
 def reference_file(seed: int, n: dict[str, int], rng: np.random.Generator) -> SampleFile:
-    """Notebook 09's arrays: scores and decisions at the 1% / 0.1% held-out operating points, and heldout_pop."""
+    """Notebook 08's arrays: scores and decisions at the 1% / 0.1% held-out operating points, and heldout_pop."""
     sets = {**n, "heldout_pop": n["members"]}
     arrays: dict[str, np.ndarray] = {f"conf/{s}": rng.random(size) for s, size in sets.items()}
     for a in REF_ATTACKS:

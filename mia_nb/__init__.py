@@ -15,14 +15,16 @@ outputs/<profile>/ (docs/CONVENTIONS.md: the module map, the layering, and recip
 
 What the notebooks call (each cell a line or two):
 
-    study.open_study(params_file, outputs_root, seed)     the `Study`: profile, folders, splits, store;
-                                                          `save_figure`, `save_table` write figures/ and results/
+    study.open_study(params_file, outputs_root, seed)     the `Study` of one seed (None: the profile's first):
+                                                          profile, folders, splits, store; `save_figure`,
+                                                          `save_table` write figures/ and results/ where the runner does
+    study.open_summary, seeds_with_samples                the claims notebook's context over the seeds that ran
     models.jobs.trained / ensure, variants.pair_requests  the target and shadow (notebooks 02, 03)
     data.nonmembers.pool_specs, part_spec                 the non-member pools and split parts a variant is read on
     models.variants.vanilla, with_temperature, fitted_temperature, llla, retrained + *_recipe   the variants
     attacks.evaluation.evaluate(study, variant, pools)    the one route to attacks.csv, variants.csv, samples/
-    attacks.ood_readouts, attacks.reference_models        notebook 05's read-outs; LiRA / RMIA (notebook 09)
-    claims.findings.load_seed, check, check_only          verdicts with paired intervals (notebooks 06-08);
+    attacks.ood_readouts, attacks.reference_models        notebook 05's read-outs; LiRA / RMIA (notebook 08)
+    claims.findings.load_seed, check, check_only          verdicts with paired intervals (notebooks 06, 07, 09);
     claims.tradeoff, claims.separation                    the trade-off and separate-vs-align tables
     report.figures_<topic>                                each notebook's figures, returned as a matplotlib Figure
 """

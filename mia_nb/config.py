@@ -131,7 +131,7 @@ class DefensesConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    k: int = 0  # reference models per target (even, complementary pairs); 0 = no LiRA / RMIA (notebook 09)
+    k: int = 0  # reference models per target (even, complementary pairs); 0 = no LiRA / RMIA (notebook 08)
     seeds: tuple[int, ...] = ()  # which seeds get reference models; empty = the first seed only
     tta_flip: bool = False  # LiRA test-time augmentation by horizontal flip (off for Fashion-MNIST)
     rmia_gamma: float = 2.0  # RMIA's likelihood-ratio threshold against population samples

@@ -40,14 +40,14 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     AGREEMENT_TABLE: ("variant", "nonmember_set"),
     MODELS_TABLE: ("variant", "role", "seed"),
 }
-CLAIMS_TABLE = "claims"          # notebook 08: one row per claim with its verdict
-HEADLINES_TABLE = "headlines"    # notebook 08: the headline numbers
+CLAIMS_TABLE = "claims"          # notebook 09: one row per claim with its verdict
+HEADLINES_TABLE = "headlines"    # notebook 09: the headline numbers
 
 # The figures the HTML report's index and the README's findings section show (figures/<name>.png).
 KEY_FIGURES = ("04_roc_curves", "05_fpr_heatmap", "05_false_positive_gallery", "06_calibration_tradeoff",
-               "07_kde_separation", "07_privacy_utility", "08_claims")
+               "07_kde_separation", "07_privacy_utility", "09_claims")
 
-REFERENCE_VARIANT = "vanilla_ref"  # samples/vanilla_ref.npz: the reference-model attacks' arrays (notebook 09)
+REFERENCE_VARIANT = "vanilla_ref"  # samples/vanilla_ref.npz: the reference-model attacks' arrays (notebook 08)
 
 
 class OutsideRootError(ValueError):

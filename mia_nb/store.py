@@ -255,8 +255,9 @@ class Store:
         aside = path.with_name(path.name + ".corrupt")
         os.replace(path, aside)
         reason = re.split(r"(?<=\w)\. ", (str(err).strip().splitlines() or [""])[0])[0][:200]  # its first sentence
-        print(f"store: {path} could not be loaded ({type(err).__name__}: {reason}); moved aside to {aside.name}, "
-              f"recomputing", file=sys.stderr, flush=True)
+        cause = f"{type(err).__name__}: {reason}" if reason else f"{type(err).__name__}, empty or cut short"
+        print(f"store: {path} could not be loaded ({cause}); moved aside to {aside.name}, recomputing",
+              file=sys.stderr, flush=True)
         return aside
 
     def put(self, kind: str, config: dict[str, Any], payload: Any) -> Path:

@@ -1,11 +1,18 @@
 """The run context a notebook opens: profile, seed, output folders, store, data and splits.
 
+A per-seed notebook works on one seed and writes where `python -m mia_nb run` writes that seed:
+`outputs/<profile>/seed_<s>/` (results in `results/seed_<s>/`) for a profile with several `seeds`, the profile's
+own folder for a one-seed profile. Opened in JupyterLab, with nothing injected, it takes the profile's first seed.
+Only the summary context (`open_summary`, the claims notebook) writes into the profile's folder of a multi-seed run;
+the mean over seeds of the tables is the runner's (`mia_nb.tables.aggregate_seed_tables`).
+
 Models (`mia_nb.models.jobs`), model outputs (`mia_nb.models.variants`) and tables (`mia_nb.tables`) are
 functions of this context; it trains and computes nothing itself.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +25,30 @@ from mia_nb.data import datasets as data_mod
 from mia_nb.data import splits as splits_mod
 from mia_nb.config import Profile, load_profile, seeds_of
 from mia_nb.tables import upsert_csv
-from mia_nb.layout import DATA, FIGURES, RESULTS, SAMPLES, STORE, TABLE_KEYS, inside, seed_folder
+from mia_nb.layout import DATA, FIGURES, RESULTS, SAMPLES, STORE, TABLE_KEYS, inside, run_folder, seed_folder
 from mia_nb.store import Store, atomic_write
 from mia_nb.models.device import resolve_device
 
 
 class Study:
-    """Everything a notebook needs for one profile and one seed."""
+    """Everything a notebook needs for one profile and one seed (or, `summary`, for the run over its seeds)."""
 
     def __init__(self, profile: Profile, outputs_root: str | Path | None = None, seed: int | None = None,
-                 pool: data_mod.Pool | None = None):
-        """`seed` None: the profile's seed, or for a profile with several `seeds`, the aggregate over them.
+                 pool: data_mod.Pool | None = None, summary: bool = False):
+        """`seed` None: the profile's first seed; folders as the runner lays them out for that seed.
 
         `pool`: images to draw the splits from instead of the profile's dataset (tests, a user's own arrays).
+        `summary`: the context of a notebook that runs once over every seed (the claims): its tables and
+        figures go to the profile's own results/ and figures/; `seed` is then the first seed, for reference.
         """
         self.profile = profile
-        self.multi_seed = len(seeds_of(profile)) > 1
-        self.aggregate = self.multi_seed and seed is None  # summary notebooks of a multi-seed run
-        self.seed = profile.seed if seed is None else int(seed)
+        seeds = seeds_of(profile)
+        self.multi_seed = len(seeds) > 1
+        self.summary = summary
+        self.seed = seeds[0] if seed is None else int(seed)
         root = Path(outputs_root) if outputs_root else REPO_ROOT / "outputs"
         self.base = inside(root, profile.name)
-        self.dir = seed_folder(self.base, self.seed) if self.multi_seed and not self.aggregate else self.base
+        self.dir = self.base if summary else run_folder(self.base, self.seed, seeds)
         self.store = Store(self.base / STORE)
         self.device = resolve_device(profile.device)
         self._splits: dict[str, np.ndarray] | None = None
@@ -57,8 +67,8 @@ class Study:
 
     @property
     def results_dir(self) -> Path:
-        """results/ (single seed or the seed aggregate), or results/seed_<s>/ for one seed of several."""
-        if self.multi_seed and not self.aggregate:
+        """results/ (a one-seed profile, or the summary), or results/seed_<s>/ for one seed of several."""
+        if self.multi_seed and not self.summary:
             path = seed_folder(self.base / RESULTS, self.seed)
             path.mkdir(parents=True, exist_ok=True)
             return path
@@ -145,9 +155,32 @@ class Study:
 
 
 def open_study(params: str | Path, outputs_root: str | Path | None = None, seed: int | None = None) -> Study:
-    """Load and validate a profile and open its run context.
-
-    seed < 0 or None: the profile's seed, or for a profile with several `seeds`, the aggregate over them.
-    """
+    """Load and validate a profile and open the run context of one seed (None or < 0: the profile's first seed)."""
     profile = load_profile(params)
     return Study(profile, outputs_root, None if seed is None or seed < 0 else seed)
+
+
+def open_summary(params: str | Path, outputs_root: str | Path | None = None) -> Study:
+    """Load and validate a profile and open the context of a notebook that runs once over every seed."""
+    return Study(load_profile(params), outputs_root, summary=True)
+
+
+def seeds_with_samples(study: Study) -> tuple[dict[int, Path], list[int]]:
+    """The profile's seeds whose samples/ folder (where the runner puts it) holds per-image samples, with that
+    folder, and the seeds whose folder holds none yet; both in the profile's order."""
+    seeds = seeds_of(study.profile)
+    folders = {s: run_folder(study.base, s, seeds) / SAMPLES for s in seeds}
+    found = {s: f for s, f in folders.items() if f.is_dir() and any(f.glob("*.npz"))}
+    return found, [s for s in seeds if s not in found]
+
+
+def run_command(params: str | Path, outputs_root: str | Path | None = None) -> str:
+    """The `python -m mia_nb run` line, typed in the repository's folder, that writes every seed of a profile
+    (notebooks that are up to date are skipped)."""
+    def shown(path: str | Path) -> str:
+        full = Path(path).resolve()
+        return str(full.relative_to(REPO_ROOT)) if full.is_relative_to(REPO_ROOT) else str(full)
+    cmd = ["python", "-m", "mia_nb", "run", "--params", shown(params)]
+    if outputs_root and Path(outputs_root).resolve() != (REPO_ROOT / "outputs").resolve():
+        cmd += ["--outputs", shown(outputs_root)]
+    return " ".join(shlex.quote(c) for c in cmd)

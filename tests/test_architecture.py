@@ -5,8 +5,12 @@ module loose at the top of the package."""
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
+
+import pytest
 
 from mia_nb import versions
 
@@ -255,3 +259,13 @@ def test_stages_live_in_subpackages():
         assert (sub / "__init__.py").is_file(), f"mia_nb/{sub.name}/ has no __init__.py"
         doc = ast.get_docstring(parsed()[f"{sub.name}.__init__"])
         assert doc, f"mia_nb/{sub.name}/__init__.py has no docstring saying what the room holds"
+
+
+def test_no_module_of_the_package_is_ignored_by_git():
+    """A fresh clone must hold every module: an ignore rule such as `data/` once hid mia_nb/data/ from git."""
+    root = PACKAGE.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [str(p.relative_to(root)) for p in sorted(PACKAGE.rglob("*.py"))]
+    out = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=root, capture_output=True, text=True)
+    assert out.stdout.strip() == "", f"ignored by .gitignore, so missing from a fresh clone:\n{out.stdout}"

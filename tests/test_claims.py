@@ -53,7 +53,7 @@ def null_seed(seed: int = 0) -> Seed:
             base[f"{a}/member/{name}"] = rng.random(n) < (0.6 if name == "members" else 0.4)
     files = {v: SampleFile(v, f, s, False, seed, tuple(POOLS), BASE, POOLS, {k: x.copy() for k, x in base.items()})
              for v, (f, s) in VARIANTS.items()}
-    ref: dict[str, np.ndarray] = {}  # notebook 09's arrays: scores and decisions at the 1% held-out operating point
+    ref: dict[str, np.ndarray] = {}  # notebook 08's arrays: scores and decisions at the 1% held-out operating point
     for name, n in {**sets, "heldout_pop": N_M}.items():
         ref[f"conf/{name}"] = rng.random(n)
         for a in (*findings.REF_ATTACKS, "threshold"):
@@ -466,7 +466,7 @@ def test_load_seed_reads_what_write_samples_writes(tmp_path):
 
 def test_sample_file_on_disk_is_the_documented_npz(tmp_path):
     """`meta` (JSON: variant, family, strength, leaky, extras, seed, pools, base, groups) and then the arrays under
-    their `<what>/<set>` keys, in order: the files notebooks 04-09 write and notebook 08 reads."""
+    their `<what>/<set>` keys, in order: the files notebooks 04-08 write and notebook 09 reads."""
     arrays = {"conf/members": np.array([0.9, 0.8]), "threshold/member/heldout": np.array([True, False]),
               "lira_online@1pct/member/heldout_pop": np.array([False])}
     f = SampleFile("vanilla_ref", "reference", 4, False, 3, ("heldout",), {"heldout": "heldout"},

@@ -172,7 +172,7 @@ def test_evaluate_writes_rows_model_row_and_samples_once(tiny_study):
 
 
 def test_reference_attacks_write_their_samples_through_the_same_route(tiny_study):
-    """Notebook 09's arrays: every reference attack's score and operating-point decisions per set, the population's
+    """Notebook 08's arrays: every reference attack's score and operating-point decisions per set, the population's
     held-out images as `heldout_pop`, read back by the claims like any variant's file."""
     import dataclasses
 

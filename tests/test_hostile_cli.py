@@ -1,15 +1,20 @@
-"""Hostile inputs and faults at the command line (issue 22): every case runs `python -m mia_nb run` (or `data`) in a
-subprocess, and is refused in one line before any work or healed in one rerun; nothing is written outside its
-outputs folder.
+"""Hostile inputs and faults at the command line (issue 22): each case is refused in one line before any work or
+healed in one rerun, and nothing is written outside its outputs folder. `CASES` is the table the issue's closing
+note lists.
 
-The cases run concurrently (each process spends seconds importing the runner): the refusals one process each,
-the cases that need a trained run in lanes, each lane a run of a tiny profile (a few dozen images, one epoch,
-three stand-in notebooks that call the package as the real ones do) damaged and rerun case after case in the
-same outputs folder, restored from its first run in between. Results are collected once per module; each test
-reads its case. `CASES` is the table the issue's closing note lists."""
+Most cases call the entry point `python -m mia_nb` runs, `mia_nb.runner.cli.main(argv)`, in this process (`here`):
+the same code, without the seconds of imports each new process spends; stdout and stderr are captured at the file
+descriptors, so what kernels and workers write counts too. A process of its own is kept where the case is about
+the process: SIGKILL and Ctrl-C of the runner (no worker left), a disk that fills while the runner runs, and a few
+refusals that show the real command line prints one line (`APART`). They start when the module does and run while
+the in-process cases do. The heal cases share one tiny finished run (a few dozen images, one epoch, three stand-in
+notebooks that call the package as the real ones do), restored from its first run before each case; their reruns
+execute the stand-ins in this process (`execute_here`) except the case whose heal happens inside a kernel."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
 import shutil
@@ -19,10 +24,11 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import nbformat
 import numpy as np
@@ -31,14 +37,22 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from mia_nb.data.install import DEBIAN_FASHION_MNIST, FASHION_FILES, idx_problem
+from mia_nb.models.engine import clean_stale_shared_memory
+from mia_nb.runner import cli as cli_module
+from mia_nb.runner import pipeline
+from mia_nb.runner.chains import HealLines
+from mia_nb.runner.cli import main
 
-pytestmark = pytest.mark.slow  # about sixty processes of the whole runner, a few of them training
+pytestmark = pytest.mark.slow  # a few runner processes, some training, and kernels
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 TOKEN = "hostilecli"  # in every profile name of this file: a path holding it outside an outputs folder is a leak
-AT_ONCE = 3  # processes at a time (2 cores: more only adds memory)
 KILL_GRACE_S = 5.0  # the issue's bound: no worker of a SIGKILLed runner is left this long after
+ENV = dict(os.environ)  # what the processes of this file start with (an in-process run changes it while it lasts)
+# Held while an in-process run cleans /dev/shm (every `run` starts by removing a dead run's leftovers: `here`) and
+# while the SIGKILL case looks for its dead runner's leftovers: a cleaning then would hide one.
+SHM = threading.RLock()
 
 TINY = f"""name: {TOKEN}_{{name}}
 seed: 0
@@ -113,6 +127,27 @@ def write_stand_ins(folder: Path) -> Path:
     return folder
 
 
+def execute_here(notebook: Path, out: Path, params: dict, cwd: Path, who: str = "") -> None:
+    """`chains.execute` without a kernel: the notebook's cells run in this process in a namespace of their own,
+    after its parameters (injected as papermill does); its stderr reaches the console as a kernel's does (only
+    the heal lines), and the executed copy is written to `out`."""
+    nb = nbformat.read(str(notebook), as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    nb.cells.insert(at, new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items()),
+                                      metadata={"tags": ["injected-parameters"]}))
+    namespace: dict = {"__name__": "__main__"}
+    kernel_stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(kernel_stderr):
+            for cell in nb.cells:
+                if cell.cell_type == "code":
+                    exec(compile(cell.source, str(notebook), "exec"), namespace)  # noqa: S102 - the stand-ins
+    finally:
+        HealLines(f"{who} · {notebook.stem}" if who else notebook.stem).write(kernel_stderr.getvalue() + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(out))
+
+
 @dataclass
 class Run:
     """One finished command: exit status, its output, and how long it took."""
@@ -128,15 +163,20 @@ class Run:
         return [ln for ln in self.err.replace("\r", "\n").splitlines() if ln.strip() and "job/s" not in ln]
 
 
-def cli(args: list[str], cwd: Path, timeout: float = 600, **popen) -> Run:
-    """`python -m mia_nb <args>` in `cwd`, its output in files (a worker left behind cannot hold a pipe open)."""
+def _log_files(cwd: Path) -> tuple[Path, Path]:
+    """Two new files for a command's stdout and stderr, next to its folder `cwd`."""
     logs = cwd.parent / f"{cwd.name}.logs"
     logs.mkdir(exist_ok=True)
     n = len(list(logs.glob("*.out")))
-    out, err = logs / f"{n}.out", logs / f"{n}.err"
+    return logs / f"{n}.out", logs / f"{n}.err"
+
+
+def cli(args: list[str], cwd: Path, timeout: float = 600) -> Run:
+    """`python -m mia_nb <args>` in `cwd`, its output in files (a worker left behind cannot hold a pipe open)."""
+    out, err = _log_files(cwd)
     t0 = time.perf_counter()
     with open(out, "w") as fo, open(err, "w") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "mia_nb", *args], cwd=cwd, stdout=fo, stderr=fe, **popen)
+        proc = subprocess.Popen([sys.executable, "-m", "mia_nb", *args], cwd=cwd, stdout=fo, stderr=fe, env=ENV)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -145,9 +185,79 @@ def cli(args: list[str], cwd: Path, timeout: float = 600, **popen) -> Run:
     return Run(args, rc, out.read_text(), err.read_text(), time.perf_counter() - t0)
 
 
+@contextlib.contextmanager
+def captured(out: Path, err: Path) -> Iterator[None]:
+    """stdout and stderr into two files while the block runs, at the file descriptors too (kernels and workers
+    started inside inherit them)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(out, "w", buffering=1) as fo, open(err, "w", buffering=1) as fe:
+        try:
+            os.dup2(fo.fileno(), 1)
+            os.dup2(fe.fileno(), 2)
+            with contextlib.redirect_stdout(fo), contextlib.redirect_stderr(fe):
+                yield
+        finally:
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+
+
+def _clean_in_turn(folders: list[Path] | None = None) -> list[Path]:
+    """`clean_stale_shared_memory` as the runner calls it, but never while `SHM` is held elsewhere."""
+    with SHM:
+        return clean_stale_shared_memory(folders)
+
+
+def here(args: list[str], cwd: Path) -> Run:
+    """`main(args)` in this process, as `python -m mia_nb <args>` runs it in `cwd`: the exit status the interpreter
+    would give (1 and the traceback for an exception main lets out); the environment is restored after."""
+    out, err = _log_files(cwd)
+    env, back, t0 = dict(os.environ), os.getcwd(), time.perf_counter()
+    with pytest.MonkeyPatch.context() as mp, captured(out, err):
+        mp.setattr(cli_module, "clean_stale_shared_memory", _clean_in_turn)
+        os.chdir(cwd)
+        try:
+            rc = main(args)
+        except SystemExit as exc:  # argparse's usage errors
+            rc = exc.code if isinstance(exc.code, int) else 1
+        except Exception:  # noqa: BLE001 - what the interpreter prints before it exits with 1
+            traceback.print_exc()
+            rc = 1
+        finally:
+            os.chdir(back)
+            os.environ.clear()
+            os.environ.update(env)
+    return Run(args, rc, out.read_text(), err.read_text(), time.perf_counter() - t0)
+
+
 def files_under(folder: Path) -> set[Path]:
     """Every path under `folder`."""
     return set(folder.rglob("*")) if folder.exists() else set()
+
+
+def leaked() -> list[Path]:
+    """Paths holding TOKEN outside any outputs folder: in the repository, in /tmp, in /dev/shm."""
+    found = []
+    for where in (REPO / "notebooks", REPO / "params", REPO / "mia_nb", REPO / "tests", REPO / "docs", REPO,
+                  Path("/tmp"), Path("/dev/shm")):
+        try:
+            found += [p for p in where.iterdir() if TOKEN in p.name]
+        except OSError:
+            continue
+    return found
+
+
+def _args(params: Path, out: Path, stand_ins: Path, only: str | None = None, force: bool = False) -> list[str]:
+    return (["run", "--params", str(params), "--outputs", str(out), "--notebooks", str(stand_ins)]
+            + (["--force"] if force else []) + (["--only", only] if only else []))
+
+
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory) -> Path:
+    """The stand-in notebooks every run of this file executes."""
+    return write_stand_ins(tmp_path_factory.mktemp("stand_ins"))
 
 
 # ------------------------------------------------------------------------------------ refused before work
@@ -330,6 +440,9 @@ REFUSALS: dict[str, Refusal] = {
     "only-reversed": Refusal(tiny("only"), "--only: the range '03-01' is reversed", ("--only", "03-01"), kind="smaller"),
 }
 
+# refused by a `python -m mia_nb` process of their own: the real command line prints the one line (one per class)
+APART = ("billion-laughs-12", "n-boot-1e12", "outputs-notebooks", "data-command-not-empty")
+
 
 def _mount(where: Path, options: str) -> bool:
     """Mount a small tmpfs at `where` (root only); whether it worked."""
@@ -337,6 +450,11 @@ def _mount(where: Path, options: str) -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
     return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True).returncode == 0
+
+
+def _unmount(mounts: list[Path]) -> None:
+    for m in reversed(mounts):
+        subprocess.run(["umount", "-l", str(m)], capture_output=True)
 
 
 def _special_outputs(case_name: str, case: Path, mounts: list[Path]) -> str | None:
@@ -355,31 +473,58 @@ def _special_outputs(case_name: str, case: Path, mounts: list[Path]) -> str | No
     return None
 
 
-def run_refusal(name: str, case: Path, mounts: list[Path], stand_ins: Path) -> dict:
-    """Set up and run one refusal case; what the test checks."""
+def run_refusal(name: str, case: Path, stand_ins: Path, runner: Callable[[list[str], Path], Run]) -> dict:
+    """Set up and run one refusal case with `runner` (`here` or `cli`); what the test checks."""
     spec = REFUSALS[name]
     case.mkdir(parents=True)
-    if spec.setup:
-        spec.setup(case)
-    skipped = _special_outputs(name, case, mounts)
-    if skipped:
-        return {"skipped": skipped}
-    fill = {"case": str(case), "port": (case / "port").read_text() if (case / "port").exists() else ""}
-    params = case / "profile.yaml"
-    if isinstance(spec.profile, bytes):
-        params.write_bytes(spec.profile)
-    elif isinstance(spec.profile, str):
-        params.write_text(spec.profile.replace("{case}", fill["case"]).replace("{port}", fill["port"]), encoding="utf-8")
-    args = [a.format(**fill) for a in spec.args]
-    if spec.command == "data":
-        argv = ["data", *args]
-    else:
-        argv = ["run", *([] if "--params" in args else ["--params", str(params)]), *args]
-        argv += [] if "--outputs" in args else ["--outputs", str(case / "out")]
-        argv += ["--notebooks", str(stand_ins)]
-    before = files_under(case)
-    run = cli(argv, case)
-    return {"run": run, "before": before, "after": files_under(case)}
+    mounts: list[Path] = []
+    try:
+        if spec.setup:
+            spec.setup(case)
+        skipped = _special_outputs(name, case, mounts)
+        if skipped:
+            return {"skipped": skipped, "case": case}
+        fill = {"case": str(case), "port": (case / "port").read_text() if (case / "port").exists() else ""}
+        params = case / "profile.yaml"
+        if isinstance(spec.profile, bytes):
+            params.write_bytes(spec.profile)
+        elif isinstance(spec.profile, str):
+            params.write_text(spec.profile.replace("{case}", fill["case"]).replace("{port}", fill["port"]),
+                              encoding="utf-8")
+        args = [a.format(**fill) for a in spec.args]
+        if spec.command == "data":
+            argv = ["data", *args]
+        else:
+            argv = ["run", *([] if "--params" in args else ["--params", str(params)]), *args]
+            argv += [] if "--outputs" in args else ["--outputs", str(case / "out")]
+            argv += ["--notebooks", str(stand_ins)]
+        before = files_under(case)
+        run = runner(argv, case)
+        return {"run": run, "before": before, "after": files_under(case), "case": case}
+    finally:
+        _unmount(mounts)
+
+
+@pytest.fixture(scope="module")
+def refused(background, stand_ins, tmp_path_factory) -> Iterator[Callable[[str], dict]]:
+    """A refusal case's outcome, run on first use: in this process, or read from its own process (`APART`)."""
+    root = tmp_path_factory.mktemp("cases")
+    done: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        if name not in done:
+            if name in APART:
+                done[name] = background.result(name)
+            else:
+                if name == "stale-shared-memory":  # no process of this file starts (and cleans) after planting
+                    assert background.all_started.wait(600), "the processes of this file did not start"
+                with SHM:  # a case that planted a dead run's leftovers must be the one that finds them
+                    done[name] = run_refusal(name, root / name, stand_ins, here)
+        return done[name]
+
+    yield get
+    for s in LISTENERS:
+        s.close()
 
 
 # ------------------------------------------------------------------------------------ healed in one rerun
@@ -394,6 +539,7 @@ class Heal:
     fix: str | None = None
     force: bool = False  # the rerun forces the notebooks (a store entry is checked when a notebook reads it)
     kind: str = "heal"
+    kernel: bool = False  # the notebooks run in kernels (the heal happens inside one), not in this process
     extra: dict = field(default_factory=dict)
 
 
@@ -451,7 +597,7 @@ def _edited_summary(base: Path) -> None:
     path.write_text(path.read_text().replace("True", "False"))
 
 
-LANES: dict[str, dict[str, Heal]] = {
+LANES: dict[str, dict[str, Heal]] = {  # two lanes of cases (their ids), both on the same finished run
     "a": {
         "crafted-pickle-model": Heal(_crafted_model, "could not be loaded", kind="store"),
         "truncated-model": Heal(_truncated_model, "could not be loaded", kind="damage"),
@@ -464,44 +610,49 @@ LANES: dict[str, dict[str, Heal]] = {
         "deleted-results-table": Heal(_deleted_table, "models.csv is missing", kind="damage"),
         "damaged-table-only-03": Heal(_damaged_table, "", only="03", fix="02", kind="damage"),
         "edited-summary-table": Heal(_edited_summary, "checked.csv changed", kind="damage"),
-        "entry-healed-in-a-kernel": Heal(_truncated_probe, "02_train: store: ", only="02", force=True, kind="damage"),
+        "entry-healed-in-a-kernel": Heal(_truncated_probe, "02_train: store: ", only="02", force=True, kind="damage",
+                                         kernel=True),
     },
 }
 
 
-def _args(params: Path, out: Path, stand_ins: Path, only: str | None = None, force: bool = False) -> list[str]:
-    return (["run", "--params", str(params), "--outputs", str(out), "--notebooks", str(stand_ins)]
-            + (["--force"] if force else []) + (["--only", only] if only else []))
-
-
-def run_lane(lane: str, folder: Path, stand_ins: Path) -> dict:
-    """A tiny run, then each case of the lane: restore the first run, damage it, rerun it."""
-    folder.mkdir(parents=True)
+@pytest.fixture(scope="module")
+def healed(stand_ins, tmp_path_factory) -> dict:
+    """A tiny run, then each heal case: restore the first run, damage it, rerun it. The same folder each time: an
+    executed notebook is up to date only for the same profile and outputs paths."""
+    folder = tmp_path_factory.mktemp("heal")
     params = folder / "profile.yaml"
-    params.write_text(tiny(f"lane_{lane}"))
+    params.write_text(tiny("heal"))
     out = folder / "out"
-    first = cli(_args(params, out, stand_ins), folder)
-    results: dict = {"first": first}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "execute", execute_here)
+        first = here(_args(params, out, stand_ins), folder)
+    results: dict = {"first": first, "folder": folder}
     if first.rc != 0:
         return results
-    base = out / f"{TOKEN}_lane_{lane}"
+    base = out / f"{TOKEN}_heal"
     pristine = folder / "pristine"
     shutil.copytree(out, pristine, symlinks=True)
-    for name, heal in LANES[lane].items():
+    for name, heal in (item for lane in LANES.values() for item in lane.items()):
         shutil.rmtree(out)
         shutil.copytree(pristine, out, symlinks=True)
         heal.damage(base)
         before = files_under(folder)
-        runs = [cli(_args(params, out, stand_ins, heal.only, heal.force), folder)]
-        if heal.fix is not None and runs[0].rc == 2:
-            line = runs[0].lines()[-1]
-            command = line.split("rebuild it with: ", 1)[-1].split()
-            runs.append(cli([*command[3:], "--notebooks", str(stand_ins)], folder))  # drop "python -m mia_nb"
+        with pytest.MonkeyPatch.context() as mp:
+            if not heal.kernel:
+                mp.setattr(pipeline, "execute", execute_here)
+            runs = [here(_args(params, out, stand_ins, heal.only, heal.force), folder)]
+            if heal.fix is not None and runs[0].rc == 2:
+                line = runs[0].lines()[-1]
+                command = line.split("rebuild it with: ", 1)[-1].split()
+                runs.append(here([*command[3:], "--notebooks", str(stand_ins)], folder))  # drop "python -m mia_nb"
         aside = sorted(p.relative_to(base).as_posix() for p in base.rglob("*.corrupt"))
         results[name] = {"runs": runs, "before": before, "after": files_under(folder), "base": base, "aside": aside,
-                         "pristine": pristine / base.name, "command": runs[0].lines()[-1] if heal.fix else ""}
+                         "pristine": pristine / base.name}
     return results
 
+
+# ------------------------------------------------------------------------------------ processes of their own
 
 def _descendants(pid: int) -> list[int]:
     """Every process below `pid` (Linux /proc)."""
@@ -527,51 +678,84 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def run_sigkill(folder: Path, stand_ins: Path) -> dict:
-    """SIGKILL the runner while its two workers train; which of its processes are alive 5 s later; then rerun."""
+def _workers(pid: int) -> list[int]:
+    """The loky workers below `pid`."""
+    found = []
+    for p in _descendants(pid):
+        try:
+            if b"popen_loky" in Path(f"/proc/{p}/cmdline").read_bytes():
+                found.append(p)
+        except OSError:
+            continue
+    return found
+
+
+def _runner(args: list[str], folder: Path, stem: str, **popen) -> tuple[subprocess.Popen, Path, Path]:
+    """A `python -m mia_nb` process in `folder`, its output in <stem>.out and <stem>.err there."""
+    out, err = folder / f"{stem}.out", folder / f"{stem}.err"
+    with open(err, "w") as fe, open(out, "w") as fo:
+        proc = subprocess.Popen([sys.executable, "-m", "mia_nb", *args], cwd=folder, stdout=fo, stderr=fe, env=ENV,
+                                **popen)
+    return proc, out, err
+
+
+def _past_start(proc: subprocess.Popen, out: Path) -> bool:
+    """Whether a runner has passed its start (where it cleans /dev/shm): its first notebook began, or it ended."""
+    return proc.poll() is not None or "[1/" in out.read_text()
+
+
+def run_sigkill(folder: Path, stand_ins: Path, others: list[threading.Event], all_started: threading.Event) -> dict:
+    """SIGKILL the runner while its two workers train; which of its processes are alive 5 s later. The kill waits
+    for the other processes of this file to pass their start, and `SHM` is held from the kill to the look at
+    /dev/shm: no start cleans the dead runner's leftovers meanwhile."""
     folder.mkdir(parents=True)
     params = folder / "profile.yaml"
     params.write_text(tiny("killed", n_train=1000, epochs=2, workers=2))
-    out = folder / "out"
-    logs = folder / "killed.err"
-    with open(logs, "w") as err, open(folder / "killed.out", "w") as so:
-        proc = subprocess.Popen([sys.executable, "-m", "mia_nb", *_args(params, out, stand_ins)], cwd=folder,
-                                stdout=so, stderr=err)
-    deadline, workers = time.time() + 300, []
-    while time.time() < deadline and proc.poll() is None:
-        workers = [p for p in _descendants(proc.pid) if b"popen_loky" in Path(f"/proc/{p}/cmdline").read_bytes()]
-        if len(workers) >= 2:
-            break
-        time.sleep(0.2)
+    args = _args(params, folder / "out", stand_ins)
+    try:
+        proc, out, logs = _runner(args, folder, "killed")
+        deadline, workers = time.time() + 300, []
+        while time.time() < deadline and proc.poll() is None:
+            workers = _workers(proc.pid)
+            if len(workers) >= 2:
+                break
+            time.sleep(0.2)
+        for event in others:  # they started with this one: by now past their start
+            event.wait(300)
+    finally:
+        all_started.set()
     time.sleep(1.5)  # the workers are past their start and training
-    below = _descendants(proc.pid)
-    started = proc.poll() is None and len(workers) >= 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(KILL_GRACE_S)
-    left = [p for p in below if _alive(p)]
+    with SHM:
+        below = _descendants(proc.pid)
+        started = proc.poll() is None and len(workers) >= 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(KILL_GRACE_S)
+        left = [p for p in below if _alive(p)]
+        shm = [p.name for p in Path("/dev/shm").iterdir() if str(proc.pid) in p.name] if Path("/dev/shm").is_dir() else []
     for p in left:  # the test fails on them; do not leave them running
         os.kill(p, signal.SIGKILL)
-    shm = [p.name for p in Path("/dev/shm").iterdir() if str(proc.pid) in p.name] if Path("/dev/shm").is_dir() else []
-    rerun = cli(_args(params, out, stand_ins), folder)
-    return {"started": started, "workers": workers, "below": below, "left": left, "shm": shm, "rerun": rerun,
-            "stderr": logs.read_text(), "pid": proc.pid}
+    return {"started": started, "workers": workers, "below": below, "left": left, "shm": shm, "args": args,
+            "folder": folder, "stderr": logs.read_text(), "pid": proc.pid}
 
 
-def run_sigint(folder: Path, stand_ins: Path) -> dict:
+def run_sigint(folder: Path, stand_ins: Path, started_event: threading.Event) -> dict:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while two workers train."""
     folder.mkdir(parents=True)
     params = folder / "profile.yaml"
     params.write_text(tiny("interrupted", n_train=1000, epochs=2, workers=2))
-    logs = folder / "interrupted.err"
-    with open(logs, "w") as err, open(folder / "interrupted.out", "w") as so:
-        proc = subprocess.Popen([sys.executable, "-m", "mia_nb", *_args(params, folder / "out", stand_ins)],
-                                cwd=folder, stdout=so, stderr=err, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline, workers = time.time() + 300, []
-    while time.time() < deadline and proc.poll() is None and len(workers) < 2:
-        workers = [p for p in _descendants(proc.pid) if b"popen_loky" in Path(f"/proc/{p}/cmdline").read_bytes()]
-        time.sleep(0.2)
+    try:
+        proc, out, logs = _runner(_args(params, folder / "out", stand_ins), folder, "interrupted",
+                                  start_new_session=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline, workers = time.time() + 300, []
+        while time.time() < deadline and proc.poll() is None and len(workers) < 2:
+            if _past_start(proc, out):
+                started_event.set()
+            workers = _workers(proc.pid)
+            time.sleep(0.2)
+    finally:
+        started_event.set()
     time.sleep(1.5)
     below = _descendants(proc.pid)
     started = proc.poll() is None and len(workers) >= 2
@@ -588,21 +772,22 @@ def run_sigint(folder: Path, stand_ins: Path) -> dict:
     return {"started": started, "rc": rc, "left": left, "stderr": logs.read_text()}
 
 
-def run_disk_fills(folder: Path, stand_ins: Path, mounts: list[Path]) -> dict:
+def run_disk_fills(folder: Path, stand_ins: Path, mounts: list[Path], started_event: threading.Event) -> dict:
     """A run whose disk fills up after the checks: the run ends in one line naming --outputs and no space."""
-    folder.mkdir(parents=True)
-    if not _mount(folder / "disk", "size=48m"):
-        return {"skipped": "no tmpfs mount: a disk cannot be filled"}
-    mounts.append(folder / "disk")
-    params = folder / "profile.yaml"
-    params.write_text(tiny("fills"))
-    out = folder / "disk"
-    with open(folder / "fills.err", "w") as err, open(folder / "fills.out", "w") as so:
-        proc = subprocess.Popen([sys.executable, "-m", "mia_nb", *_args(params, out, stand_ins)], cwd=folder,
-                                stdout=so, stderr=err)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and "[1/" not in (folder / "fills.out").read_text():
-        time.sleep(0.1)
+    try:
+        folder.mkdir(parents=True)
+        if not _mount(folder / "disk", "size=48m"):
+            return {"skipped": "no tmpfs mount: a disk cannot be filled"}
+        mounts.append(folder / "disk")
+        params = folder / "profile.yaml"
+        params.write_text(tiny("fills"))
+        out = folder / "disk"
+        proc, stdout, stderr = _runner(_args(params, out, stand_ins), folder, "fills")
+        deadline = time.time() + 120
+        while time.time() < deadline and not _past_start(proc, stdout):
+            time.sleep(0.1)
+    finally:
+        started_event.set()
     try:  # fill the disk: every later write of the run fails with ENOSPC
         with open(out / "ballast", "wb") as f:
             while True:
@@ -611,108 +796,56 @@ def run_disk_fills(folder: Path, stand_ins: Path, mounts: list[Path]) -> dict:
     except OSError:
         pass
     rc = proc.wait(timeout=600)
-    return {"rc": rc, "err": (folder / "fills.err").read_text(), "out": (folder / "fills.out").read_text(),
-            "started": "[1/" in (folder / "fills.out").read_text()}
+    return {"rc": rc, "err": stderr.read_text(), "out": stdout.read_text(), "started": "[1/" in stdout.read_text()}
 
 
-# ------------------------------------------------------------------------------------ everything, once
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """Every case of this file, run at most AT_ONCE processes at a time; the lanes' cases in turn."""
-    root = tmp_path_factory.mktemp("hostile")
-    stand_ins = write_stand_ins(root / "stand_ins")
-    mounts: list[Path] = []
-    tasks: dict[str, Callable[[], dict]] = {
-        f"lane-{lane}": (lambda lane=lane: run_lane(lane, root / f"lane_{lane}", stand_ins)) for lane in LANES}
-    tasks["sigkill"] = lambda: run_sigkill(root / "sigkill", stand_ins)
-    tasks["sigint"] = lambda: run_sigint(root / "sigint", stand_ins)
-    tasks["disk-fills"] = lambda: run_disk_fills(root / "fills", stand_ins, mounts)
-    tasks.update({name: (lambda name=name: run_refusal(name, root / "cases" / name, mounts, stand_ins))
-                  for name in REFUSALS})
+def run_apart(name: str, case: Path, stand_ins: Path, done: threading.Event) -> dict:
+    """A refusal case in a `python -m mia_nb` process of its own."""
     try:
-        with ThreadPoolExecutor(AT_ONCE) as pool:
-            futures = {name: pool.submit(task) for name, task in tasks.items()}
-            done = {name: f.result() for name, f in futures.items()}
+        return run_refusal(name, case, stand_ins, cli)
     finally:
-        for m in reversed(mounts):
-            subprocess.run(["umount", "-l", str(m)], capture_output=True)
-        for s in LISTENERS:
-            s.close()
-    done["root"] = root
-    return done
+        done.set()
 
 
-def leaked(root: Path) -> list[Path]:
-    """Paths holding TOKEN outside any outputs folder: in the repository, in /tmp, in /dev/shm."""
-    found = []
-    for where in (REPO / "notebooks", REPO / "params", REPO / "mia_nb", REPO / "tests", REPO / "docs", REPO,
-                  Path("/tmp"), Path("/dev/shm")):
-        try:
-            found += [p for p in where.iterdir() if TOKEN in p.name]
-        except OSError:
-            continue
-    return found
+@dataclass
+class Background:
+    """The cases in processes of their own, running: their outcomes once done, and whether every process of
+    this file has passed its start."""
+
+    futures: dict[str, Future]
+    all_started: threading.Event
+
+    def result(self, name: str) -> dict:
+        """The outcome of a case (waiting for it)."""
+        return self.futures[name].result(timeout=900)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(stand_ins, tmp_path_factory) -> Iterator[Background]:
+    """Start the cases that need processes of their own when the module starts; they run while the in-process
+    cases do."""
+    root = tmp_path_factory.mktemp("apart")
+    mounts: list[Path] = []
+    events = {name: threading.Event() for name in (*APART, "sigint", "disk-fills")}
+    all_started = threading.Event()
+    pool = ThreadPoolExecutor(len(events) + 1)
+    futures = {name: pool.submit(run_apart, name, root / "cases" / name, stand_ins, events[name]) for name in APART}
+    futures["sigint"] = pool.submit(run_sigint, root / "sigint", stand_ins, events["sigint"])
+    futures["disk-fills"] = pool.submit(run_disk_fills, root / "fills", stand_ins, mounts, events["disk-fills"])
+    futures["sigkill"] = pool.submit(run_sigkill, root / "sigkill", stand_ins, list(events.values()), all_started)
+    try:
+        yield Background(futures, all_started)
+    finally:
+        pool.shutdown(wait=True)
+        _unmount(mounts)
 
 
 # ------------------------------------------------------------------------------------ the tests
 
-@pytest.mark.parametrize("name", list(REFUSALS))
-def test_refused_in_one_line_before_any_work(results, name):
-    got = results[name]
-    if "skipped" in got:
-        pytest.skip(got["skipped"])
-    run, case = got["run"], results["root"] / "cases" / name
-    lines = run.lines()
-    assert run.rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), run.err[-2000:]
-    assert REFUSALS[name].expected in lines[0], lines[0]
-    assert "Traceback" not in run.err and "[1/" not in run.out, run.out
-    new = got["after"] - got["before"]
-    assert not [p for p in new if not str(p).startswith(str(case / "out"))], sorted(new)  # nothing outside outputs
-    assert not (case / "out").exists() or not any((case / "out").rglob("*.ipynb"))  # and no work inside
-    assert not [p for p in leaked(results["root"]) if name in p.name or "escaped" in p.name]
-
-
-def test_the_data_command_reinstalls_a_truncated_file_it_names(results, tmp_path):
-    """The command the truncated-file line names works: it moves the file aside and installs it again."""
-    if not all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in FASHION_FILES):
-        pytest.skip("no Debian dataset-fashion-mnist to reinstall from")
-    case = results["root"] / "cases" / "fashion-truncated"
-    line = results["fashion-truncated"]["run"].lines()[0]
-    command = line.split("reinstall it with: ", 1)[1].split()
-    assert command[:4] == ["python", "-m", "mia_nb", "data"]
-    run = cli(command[3:], case)
-    raw = case / "fm" / "FashionMNIST" / "raw"
-    assert run.rc == 0 and "moved aside to train-labels-idx1-ubyte.corrupt" in run.err, run.err
-    assert all(idx_problem(raw / n) is None for n in FASHION_FILES)
-    original = DATA / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
-    assert (raw / "train-labels-idx1-ubyte").read_bytes() == original.read_bytes()
-    assert (DATA / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte").stat().st_size == 60008  # the original untouched
-
-
-def test_a_data_root_that_holds_something_else_is_left_as_it_was(results):
-    for name in ("data-root-not-empty", "data-root-dotdot", "data-command-not-empty"):
-        folder = results["root"] / "cases" / name / "elsewhere"
-        assert sorted(p.name for p in folder.iterdir()) == ["passwd"], name
-
-
-def test_a_killed_runs_shared_memory_is_cleaned_at_the_next_start(results):
-    pid = (results["root"] / "cases" / "stale-shared-memory" / "planted").read_text()
-    prefixes = (f"sem.loky-{pid}-", f"joblib_memmapping_folder_{pid}_")
-    left = [p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(prefixes)]
-    assert not left
-
-
-def test_the_ray_handshake_is_bounded(results):
-    run = results["ray-not-ray-listening"]["run"]
-    assert run.seconds < 60, run.seconds  # it was over 200 s of ray.init retries
-
-
 @pytest.mark.parametrize("lane, name", [(lane, name) for lane in LANES for name in LANES[lane]])
-def test_damage_is_healed_in_one_rerun_or_named_with_a_command_that_fixes_it(results, lane, name):
-    got = results[f"lane-{lane}"]
-    assert got["first"].rc == 0, got["first"].err[-3000:]
-    case, heal = got[name], LANES[lane][name]
+def test_damage_is_healed_in_one_rerun_or_named_with_a_command_that_fixes_it(healed, lane, name):
+    assert healed["first"].rc == 0, healed["first"].err[-3000:]
+    case, heal = healed[name], LANES[lane][name]
     runs, base, pristine = case["runs"], case["base"], case["pristine"]
     if heal.fix is None:
         assert len(runs) == 1 and runs[0].rc == 0, runs[0].err[-3000:]
@@ -729,36 +862,92 @@ def test_damage_is_healed_in_one_rerun_or_named_with_a_command_that_fixes_it(res
     models, first_models = (pd.read_csv(b / "results" / "models.csv") for b in (base, pristine))
     timing = [c for c in models.columns if c.endswith("_seconds")]  # a model trained again took its own time
     pd.testing.assert_frame_equal(models.drop(columns=timing), first_models.drop(columns=timing))
-    assert not (results["root"] / f"lane_{lane}" / "pwned").exists()  # the crafted pickle ran nothing
+    assert not (healed["folder"] / "pwned").exists()  # the crafted pickle ran nothing
     parts = np.load(base / "data" / "splits.npz", allow_pickle=False)
     again = np.load(pristine / "data" / "splits.npz", allow_pickle=False)
     assert sorted(parts.files) == sorted(again.files) and all(np.array_equal(parts[k], again[k]) for k in parts.files)
     new = case["after"] - case["before"]
-    out = results["root"] / f"lane_{lane}" / "out"
+    out = healed["folder"] / "out"
     assert not [p for p in new if not str(p).startswith(str(out)) and ".logs" not in str(p)], sorted(new)
 
 
-def test_a_crafted_pickle_is_moved_aside_not_run(results):
-    case = results["lane-a"]["crafted-pickle-model"]
+def test_a_crafted_pickle_is_moved_aside_not_run(healed):
+    case = healed["crafted-pickle-model"]
     assert [p for p in case["aside"] if p.startswith("store/model/")], case["aside"]
     assert "UserWarning" not in case["runs"][0].err  # the refusal of the pickle is the one heal line
-    assert not (results["root"] / "lane_a" / "pwned").exists()
+    assert not (healed["folder"] / "pwned").exists()
     assert not Path("pwned").exists()
 
 
-def test_sigkill_during_training_leaves_no_worker_and_the_rerun_finishes(results):
-    got = results["sigkill"]
+# in this process first, then the case that waits for every process of this file to start, then those processes
+ORDER = [n for n in REFUSALS if n not in APART and n != "stale-shared-memory"] + ["stale-shared-memory", *APART]
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_refused_in_one_line_before_any_work(refused, name):
+    got = refused(name)
+    if "skipped" in got:
+        pytest.skip(got["skipped"])
+    run, case = got["run"], got["case"]
+    lines = run.lines()
+    assert run.rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), run.err[-2000:]
+    assert REFUSALS[name].expected in lines[0], lines[0]
+    assert "Traceback" not in run.err and "[1/" not in run.out, run.out
+    new = got["after"] - got["before"]
+    assert not [p for p in new if not str(p).startswith(str(case / "out"))], sorted(new)  # nothing outside outputs
+    assert not (case / "out").exists() or not any((case / "out").rglob("*.ipynb"))  # and no work inside
+    assert not [p for p in leaked() if name in p.name or "escaped" in p.name]
+
+
+def test_the_data_command_reinstalls_a_truncated_file_it_names(refused):
+    """The command the truncated-file line names works: it moves the file aside and installs it again."""
+    if not all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in FASHION_FILES):
+        pytest.skip("no Debian dataset-fashion-mnist to reinstall from")
+    got = refused("fashion-truncated")
+    case, line = got["case"], got["run"].lines()[0]
+    command = line.split("reinstall it with: ", 1)[1].split()
+    assert command[:4] == ["python", "-m", "mia_nb", "data"]
+    run = here(command[3:], case)
+    raw = case / "fm" / "FashionMNIST" / "raw"
+    assert run.rc == 0 and "moved aside to train-labels-idx1-ubyte.corrupt" in run.err, run.err
+    assert all(idx_problem(raw / n) is None for n in FASHION_FILES)
+    original = DATA / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
+    assert (raw / "train-labels-idx1-ubyte").read_bytes() == original.read_bytes()
+    assert (DATA / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte").stat().st_size == 60008  # the original untouched
+
+
+def test_a_data_root_that_holds_something_else_is_left_as_it_was(refused):
+    for name in ("data-root-not-empty", "data-root-dotdot", "data-command-not-empty"):
+        folder = refused(name)["case"] / "elsewhere"
+        assert sorted(p.name for p in folder.iterdir()) == ["passwd"], name
+
+
+def test_a_killed_runs_shared_memory_is_cleaned_at_the_next_start(refused):
+    pid = (refused("stale-shared-memory")["case"] / "planted").read_text()
+    prefixes = (f"sem.loky-{pid}-", f"joblib_memmapping_folder_{pid}_")
+    left = [p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(prefixes)]
+    assert not left
+
+
+def test_the_ray_handshake_is_bounded(refused):
+    run = refused("ray-not-ray-listening")["run"]
+    assert run.seconds < 60, run.seconds  # it was over 200 s of ray.init retries
+
+
+def test_sigkill_during_training_leaves_no_worker_and_the_rerun_finishes(background, monkeypatch):
+    got = background.result("sigkill")
     assert got["started"], got["stderr"][-2000:]
     assert not got["left"], f"{len(got['left'])} of {len(got['below'])} processes alive {KILL_GRACE_S:g} s after SIGKILL"
     assert not got["shm"], got["shm"]
     assert "leaked" not in got["stderr"] and "Traceback" not in got["stderr"]
-    rerun = got["rerun"]
+    monkeypatch.setattr(pipeline, "execute", execute_here)
+    rerun = here(got["args"], got["folder"])
     assert rerun.rc == 0, rerun.err[-3000:]
     assert "leaked" not in rerun.err
 
 
-def test_ctrl_c_during_training_ends_in_one_line_without_a_leak_warning(results):
-    got = results["sigint"]
+def test_ctrl_c_during_training_ends_in_one_line_without_a_leak_warning(background):
+    got = background.result("sigint")
     assert got["started"], got["stderr"][-2000:]
     lines = [ln for ln in got["stderr"].replace("\r", "\n").splitlines() if ln.strip() and "job/s" not in ln]
     assert got["rc"] == 130 and lines[-1].startswith("interrupted"), got["stderr"][-3000:]
@@ -766,8 +955,8 @@ def test_ctrl_c_during_training_ends_in_one_line_without_a_leak_warning(results)
     assert not got["left"], got["left"]
 
 
-def test_a_disk_that_fills_mid_run_ends_in_one_line(results):
-    got = results["disk-fills"]
+def test_a_disk_that_fills_mid_run_ends_in_one_line(background):
+    got = background.result("disk-fills")
     if "skipped" in got:
         pytest.skip(got["skipped"])
     assert got["started"], got["out"]
@@ -777,8 +966,10 @@ def test_a_disk_that_fills_mid_run_ends_in_one_line(results):
     assert "Traceback" not in got["err"]
 
 
-def test_nothing_holding_the_token_leaked_outside_the_outputs_folders(results):
-    assert not leaked(results["root"])
+def test_nothing_holding_the_token_leaked_outside_the_outputs_folders(background):
+    for name in background.futures:  # every process of this file has ended
+        background.result(name)
+    assert not leaked()
 
 
 CASES = {**{name: spec.kind for name, spec in REFUSALS.items()},

@@ -32,20 +32,20 @@ def test_02_03_models(smoke_run):
     models = pd.read_csv(smoke_run / "results" / "models.csv")
     vanilla = models[(models.variant == "vanilla") & models.role.isin(["target", "shadow"])].set_index("role")
     assert {"target", "shadow"} <= set(vanilla.index)
-    assert {"ref_0", "ref_1"} <= set(models.role)  # the reference models of notebook 09 are listed too
+    assert {"ref_0", "ref_1"} <= set(models.role)  # the reference models of notebook 08 are listed too
     assert vanilla.loc["target", "key"] != vanilla.loc["shadow", "key"]
     assert ((vanilla.train_acc >= 0) & (vanilla.train_acc <= 1)).all()
     assert len(list((smoke_run / "store" / "model").glob("*.pt"))) >= 2
 
 
-def test_08_claims_and_report(smoke_run):
+def test_09_claims_and_report(smoke_run):
     claims = pd.read_csv(smoke_run / "results" / "claims.csv")
     assert len(claims) >= 8
     assert {"id", "claim", "measured", "ci_lo", "ci_hi", "side", "band", "verdict", "paper"} <= set(claims.columns)
     from mia_nb.claims.findings import VERDICTS
     assert set(claims.verdict) <= set(VERDICTS)
     assert (claims.verdict != "not measured").sum() >= 8, claims[["claim", "verdict"]]
-    assert claims.id.str.startswith("ref_").any()  # notebook 09's claims, from the 2-model reference run
+    assert claims.id.str.startswith("ref_").any()  # notebook 08's claims, from the 2-model reference run
     summary = (smoke_run / "report" / "summary.md").read_text()
     assert "## What the study shows" in summary and f"{len(claims)} tested" in summary
     index = (smoke_run / "report" / "index.html").read_text()
@@ -76,8 +76,8 @@ def test_04_attacks(smoke_run):
         assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
 
 
-def test_09_reference_attacks_two_models(smoke_run):
-    table = pd.read_csv(smoke_run / "results" / "09_reference_attacks.csv")
+def test_08_reference_attacks_two_models(smoke_run):
+    table = pd.read_csv(smoke_run / "results" / "08_reference_attacks.csv")
     assert set(table.attack) == {"lira_online", "lira_offline", "rmia", "threshold", "loss"}
     assert (table.k == 2).all() and table.fpr.between(0, 1).all()
     assert {"heldout", "permuted", "uniform"} <= set(table.set)
@@ -85,5 +85,5 @@ def test_09_reference_attacks_two_models(smoke_run):
     assert "lira_online@1pct/member/uniform" in z.files and "rmia/score/members" in z.files
     models = list((smoke_run / "store" / "model").glob("*.pt"))
     assert len(models) >= 2 + 2  # target, shadow, and the two reference models at least
-    for name in ("09_reference_example", "09_roc", "09_fpr_heatmap_1pct", "09_tpr_vs_k"):
+    for name in ("08_reference_example", "08_roc", "08_fpr_heatmap_1pct", "08_tpr_vs_k"):
         assert (smoke_run / "figures" / f"{name}.png").is_file(), name

@@ -116,12 +116,12 @@ def test_report_links_every_notebook(tmp_path):
         (run / sub).mkdir(parents=True)
     (run / "figures").mkdir()
     (run / "figures" / "04_roc_curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    for sub, name in (("seed_1/notebooks", "01_a"), ("seed_2/notebooks", "01_a"), ("notebooks", "08_claims")):
+    for sub, name in (("seed_1/notebooks", "01_a"), ("seed_2/notebooks", "01_a"), ("notebooks", "09_claims")):
         nb = new_notebook(cells=[new_code_cell("1 + 1")])
         nbformat.write(nb, run / sub / f"{name}.ipynb")
     index = write_report(run)
     page = index.read_text()
-    for html_name in ("seed_1_01_a.html", "seed_2_01_a.html", "08_claims.html"):
+    for html_name in ("seed_1_01_a.html", "seed_2_01_a.html", "09_claims.html"):
         assert f'href="{html_name}"' in page and (index.parent / html_name).is_file()
     assert 'src="../figures/04_roc_curves.png"' in page
 

@@ -18,7 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _claims() -> pd.DataFrame:
-    """Three claims as notebook 08 writes them: a paper claim that holds after Holm, a gated one, an extension."""
+    """Three claims as notebook 09 writes them: a paper claim that holds after Holm, a gated one, an extension."""
     rows = [("fpr_heldout", "Finding 1", "Held-out images are called members at a high rate", 3, 0.8, 0.7, 0.9,
              "> 0.25 (level 0.2 + band 0.05)", "holds", "holds", "", ""),
             ("leak_auroc_ls_0.1", "Finding 3", "ls_0.1 raises leakage: attack AUROC", 3, 0.065, 0.02, 0.11, "> +0.01",
@@ -89,10 +89,10 @@ def test_summary_shows_each_block_with_its_tally_seeds_holm_gate_and_the_bands_c
     assert findings.load_bands().recorded in text
 
 
-def test_a_claims_table_from_an_older_notebook_08_asks_for_a_rerun(tmp_path):
+def test_a_claims_table_from_an_older_notebook_09_asks_for_a_rerun(tmp_path):
     run = _run(tmp_path)
     _claims().drop(columns=["block", "holm"]).to_csv(run / "results" / "claims.csv", index=False)
-    with pytest.raises(ValueError, match=r"lacks columns \['block', 'holm'\].*rerun notebook 08"):
+    with pytest.raises(ValueError, match=r"lacks columns \['block', 'holm'\].*rerun notebook 09"):
         write_summary(run, parse_profile({"name": "two", "seeds": [1, 2]}), _bands(tmp_path))
 
 

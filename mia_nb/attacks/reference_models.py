@@ -5,7 +5,7 @@ random half has the target's training-set size. K reference models train with th
 halves in complementary pairs (every candidate IN for exactly K/2 models); the remaining held-out
 images are OUT for every model, and half of them fix the operating points (1% and 0.1% FPR) that the
 other half and every OOD pool are measured at. Every attack is a function of cached logits
-(`mia_nb.attacks.lira_rmia`); this module gathers them and writes the per-image arrays notebook 08 tests.
+(`mia_nb.attacks.lira_rmia`); this module gathers them and writes the per-image arrays notebook 09 tests.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def run_attacks(study: Study, vanilla: Variant, refs: list[jobs.TrainedModel],
     """Reference attacks and the paper's threshold / loss attacks on members vs every pool.
 
     Rows: AUROC (members vs held-out), TPR at 1% / 0.1% FPR with Clopper–Pearson intervals, and each pool's
-    FPR at the operating points fixed on held-out data. Writes samples/vanilla_ref.npz for notebook 08.
+    FPR at the operating points fixed on held-out data. Writes samples/vanilla_ref.npz for notebook 09.
     """
     cfg = study.profile.reference_models
     data = gather(study, vanilla, refs, pools)

@@ -733,7 +733,7 @@ REF_ATTACKS = ("lira_online", "lira_offline", "rmia")
 
 
 def reference_claims(seeds: list[Seed]) -> list[Claim]:
-    """Reference-model attacks (notebook 09) against the paper's threshold attack, on the seeds that have them."""
+    """Reference-model attacks (notebook 08) against the paper's threshold attack, on the seeds that have them."""
     ref = REFERENCE_VARIANT
     have = [s for s in seeds if ref in s.variants]
     if not have:
@@ -836,7 +836,7 @@ def in_words(row: object) -> str:
 
 def check_only(seeds: list[Seed], prefixes: tuple[str, ...], n_boot: int = paired.B_DEFAULT) -> pd.DataFrame:
     """The claims whose id starts with one of `prefixes` (their gates measured too, for the gate status), without the
-    Holm column: a Holm verdict belongs to the whole paper family of notebook 08."""
+    Holm column: a Holm verdict belongs to the whole paper family of notebook 09."""
     everything = build_claims(seeds)
     picked = [c for c in everything if c.id.startswith(prefixes)]
     gates = {c.gate for c in picked if c.gate}

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mia_nb.config import ConfigError
 from mia_nb.data.transforms import normalize
 from mia_nb.models.device import resolve_device
-from mia_nb.models.engine import run_jobs
+from mia_nb.models.engine import interactive, release_workers, run_jobs, runs_here
 
 if TYPE_CHECKING:
     from mia_nb.study import Study
@@ -290,12 +290,13 @@ class GanJob:
     channels: int
     size: int
     device: str = "cpu"
+    progress: bool = False  # a bar per epoch: only where the job runs in the caller's process (`engine.runs_here`)
 
     def __call__(self) -> dict[str, Any]:
         c = self.config
         gen, hist = train_gan(self.raw.float() / 255.0, self.labels, self.n_classes, epochs=c["epochs"],
                               batch_size=c["batch_size"], latent_dim=c["latent_dim"], seed=c["seed"],
-                              time_budget_s=c["time_budget_s"], device=self.device, progress=False)
+                              time_budget_s=c["time_budget_s"], device=self.device, progress=self.progress)
         return {"state_dict": gen.state_dict(), "history": dataclasses.asdict(hist),
                 "shape": {"latent_dim": gen.latent_dim, "n_classes": self.n_classes, "channels": self.channels,
                           "size": self.size}}
@@ -321,8 +322,11 @@ def make_fakes(study: Study) -> tuple[Path, GanHistory]:
     if g.n_images == 0:
         raise ConfigError("ood.gan.n_images: 0, so this profile generates no fake images")
     cfg = gan_config(study)
-    for job, store in missing_gan(study):
-        store(run_jobs([job], study.profile.engine, desc="GAN")[0])
+    for job, store in missing_gan(study):  # from a notebook a person runs: a bar per epoch, then no idle workers
+        job.progress = interactive() and runs_here(study.profile.engine, 1)
+        store(run_jobs([job], study.profile.engine, desc="GAN", progress=not job.progress)[0])
+        if interactive():
+            release_workers(study.profile.engine)
     record = study.store.get("gan", cfg)
     folder = gan_folder(study)
     if not (folder / MANIFEST).is_file():

@@ -32,13 +32,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 import joblib
 import torch
-from joblib.externals.loky import get_reusable_executor, reusable_executor
+from joblib.externals.loky import reusable_executor
 from tqdm.auto import tqdm
 
 from mia_nb.config import ConfigError, EngineConfig
 from mia_nb.models.orphans import end_with_parent
 
 THREADS_PER_JOB = 1
+HEADLESS = "MIA_NB_HEADLESS"  # set by `python -m mia_nb run` for its kernels: no per-epoch bars, no widgets
 RAY_HANDSHAKE_S = 5.0  # how long the Ray check waits for the cluster's answer
 RAY_IMPORT_S = 20.0  # and, on top, for the handshake's child process to import Ray's client
 RAY_TOKEN_HELP = ("set RAY_AUTH_MODE=token and give this machine the cluster's token: RAY_AUTH_TOKEN=<token> "
@@ -88,6 +89,18 @@ def _call(job: Callable[[], Any]) -> Any:
         return Failure(f"{type(err).__name__}: {err}", traceback.format_exc())
     finally:
         torch.set_num_threads(threads)
+
+
+def interactive() -> bool:
+    """Whether a person runs this process (a notebook opened in JupyterLab, a script), not `python -m mia_nb run`
+    (whose kernels get `MIA_NB_HEADLESS`)."""
+    return not os.environ.get(HEADLESS)
+
+
+def runs_here(cfg: EngineConfig, n_jobs: int) -> bool:
+    """Whether `run_jobs` runs these jobs in this process, one after the other (joblib with one worker): a job's
+    own progress bar then shows where the caller sees it."""
+    return cfg.backend != "ray" and n_workers(cfg, n_jobs) == 1
 
 
 def quiet_resource_trackers() -> None:
@@ -321,7 +334,9 @@ def stop_workers() -> None:
 
 def release_workers(cfg: EngineConfig | None = None) -> None:
     """Stop joblib's idle loky workers now instead of after their 5-minute idle timeout: after a big
-    training phase each still holds its copy of the data (about 1 GB on the default profile)."""
-    if (cfg or EngineConfig()).backend != "joblib":
+    training phase each still holds its copy of the data (about 1 GB on the default profile). Starts none when
+    this process has no pool."""
+    executor = getattr(reusable_executor, "_executor", None)  # as in stop_workers: asking would start a pool
+    if (cfg or EngineConfig()).backend != "joblib" or executor is None:
         return
-    get_reusable_executor().shutdown(wait=True)
+    executor.shutdown(wait=True)

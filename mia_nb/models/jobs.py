@@ -3,8 +3,11 @@
 A model is described by a JSON config (dataset, architecture, training settings, the indices it was
 trained on, its job seed); the hash of that config is its store key. `ensure` loads the models that
 are stored and trains the missing ones in parallel through `mia_nb.models.engine`, storing each as soon as it
-is done. Roles are open-ended: `target` and `shadow` train on `<role>_train` and are measured on
-`<role>_heldout`; other roles (reference models) pass their own training indices.
+is done. Trained from a notebook a person runs (`engine.interactive`), one model shows a bar per epoch (loss,
+held-out accuracy), several a bar over jobs with its ETA, and the engine's workers are stopped when they are done;
+the kernels of `python -m mia_nb run` keep the bar over jobs only. Roles are open-ended: `target` and `shadow`
+train on `<role>_train` and are measured on `<role>_heldout`; other roles (reference models) pass their own
+training indices.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from torchvision.transforms import v2
 
 from mia_nb.data import datasets as data_mod
 from mia_nb.config import EngineConfig, TrainConfig
-from mia_nb.models.engine import run_jobs
+from mia_nb.models.engine import interactive, release_workers, run_jobs, runs_here
 from mia_nb.attacks.metrics import ece
 from mia_nb.layout import MODELS_TABLE
 from mia_nb.models.networks import build_model, forward_logits
@@ -60,6 +63,7 @@ class TrainJob:
     y_eval: torch.Tensor
     measure: dict[str, torch.Tensor] = field(default_factory=dict)  # part -> uint8 images to score once
     device: str = "cpu"
+    progress: bool = False  # a bar per epoch: only where the job runs in the caller's process (`engine.runs_here`)
 
     def __call__(self) -> dict[str, Any]:
         return run_train_job(self)
@@ -158,7 +162,7 @@ def run_train_job(job: TrainJob) -> dict[str, Any]:
         t0 = time.perf_counter()
         hist = train_model(trained, job.x, job.y, job.train, seed=cfg["seed"], prep=prep,
                            augment=augmenter(job.info) if cfg["augment"] else None, x_eval=job.x_eval,
-                           y_eval=job.y_eval, device=device, desc=job.name, progress=False, **kw)
+                           y_eval=job.y_eval, device=device, desc=job.name, progress=job.progress, **kw)
         seconds = time.perf_counter() - t0
     out: dict[str, Any] = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "history": hist,
                            "train_seconds": seconds,
@@ -280,10 +284,20 @@ def run_missing(items: list[tuple[Any, Callable[[Any], None]]], engine: EngineCo
 
 
 def ensure(study: Study, requests: list[ModelRequest], progress: bool = True) -> list[TrainedModel]:
-    """The requested models: loaded from the store, the missing ones trained through the engine first."""
+    """The requested models: loaded from the store, the missing ones trained through the engine first.
+
+    `progress`: one model trained from a notebook a person runs shows a bar per epoch, otherwise a bar over jobs
+    (with its ETA); after training there, the engine's idle workers are stopped (their memory is freed at once).
+    """
     todo = missing(study, requests)
     new_keys = {study.store.path("model", job.config).stem for job, _ in todo}
-    run_missing(todo, study.profile.engine, desc=f"training · seed {study.seed}", progress=progress)
+    engine, person = study.profile.engine, interactive()
+    per_epoch = progress and person and len(todo) == 1 and runs_here(engine, 1)
+    for job, _ in todo:
+        job.progress = per_epoch
+    run_missing(todo, engine, desc=f"training · seed {study.seed}", progress=progress and not per_epoch)
+    if todo and person:
+        release_workers(engine)
     out = []
     for req in requests:
         config = request_config(study, req)

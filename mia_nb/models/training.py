@@ -47,7 +47,8 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
                 desc: str = "train", optimizer: torch.optim.Optimizer | None = None,
                 loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
                 progress: bool = True, loss_fn: Callable[..., torch.Tensor] | None = None) -> dict[str, list[float]]:
-    """Train in place on in-memory tensors; one tqdm bar over epochs; return the per-epoch history.
+    """Train in place on in-memory tensors; one tqdm bar over epochs (a widget in a notebook, text elsewhere) with
+    the training loss and accuracy and the last held-out accuracy measured; return the per-epoch history.
 
     `prep` maps a stored batch (e.g. uint8) to model input, `augment` is applied before it.
     Held-out accuracy is measured every `cfg.eval_every` epochs on (x_eval, y_eval) (NaN between).
@@ -71,6 +72,7 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
     gen = torch.Generator().manual_seed(seed)
     hist: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "heldout_acc", "seconds")}
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", disable=not progress)
+    last_heldout = float("nan")  # shown between the epochs that measure it
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
@@ -103,8 +105,9 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
         heldout = accuracy_of(model, x_eval, y_eval, prep, device) if evaluate else float("nan")
         for k, v in zip(hist, (epoch, total_loss / seen, correct / seen, heldout, time.perf_counter() - t0)):
             hist[k].append(float(v))
+        last_heldout = last_heldout if np.isnan(heldout) else heldout
         bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}", acc=f"{hist['train_acc'][-1]:.3f}",
-                        heldout="-" if np.isnan(heldout) else f"{heldout:.3f}")
+                        heldout="-" if np.isnan(last_heldout) else f"{last_heldout:.3f}")
     bar.close()
     if channels_last:
         model.to(memory_format=torch.contiguous_format)

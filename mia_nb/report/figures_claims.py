@@ -1,4 +1,4 @@
-"""Figure of notebook 08 (claims): every claim's interval against its no-effect band, block by block."""
+"""Figure of notebook 09 (claims): every claim's interval against its no-effect band, block by block."""
 
 from __future__ import annotations
 

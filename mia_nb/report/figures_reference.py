@@ -1,6 +1,6 @@
-"""Figures of notebook 09 (reference-model attacks): one image's reference distribution, TPR against K.
+"""Figures of notebook 08 (reference-model attacks): one image's reference distribution, TPR against K.
 
-Notebook 09's ROC curves and FPR heatmaps reuse `figures_attacks.roc_curves` and `figures_ood.fpr_heatmap`.
+Notebook 08's ROC curves and FPR heatmaps reuse `figures_attacks.roc_curves` and `figures_ood.fpr_heatmap`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """report/summary.md from a run's tables, and the README's findings section refreshed from it.
 
-The summary is written from results/claims.csv, results/headlines.csv (notebook 08) and
+The summary is written from results/claims.csv, results/headlines.csv (notebook 09) and
 results/models.csv only: every number in it comes from the run. The claims appear block by block (the
 paper's Findings 1-4, then the extensions), each with its four-outcome tally, the seeds behind every row,
 the Holm column and one sentence on what the family-wise test guarantees; the commit that last changed
@@ -96,8 +96,8 @@ def claim_lines(claims: pd.DataFrame, bands_path: Path = BANDS_FILE) -> list[str
     """The claims section: outcomes explained, bands on record, the family-wise sentence, one table per block."""
     missing = [c for c in CLAIM_COLUMNS if c not in claims.columns]
     if missing:
-        raise ValueError(f"results/{CLAIMS_TABLE}.csv lacks columns {missing}: it was written by an older notebook 08; "
-                         "rerun notebook 08 (python -m mia_nb run reruns it from the saved samples)")
+        raise ValueError(f"results/{CLAIMS_TABLE}.csv lacks columns {missing}: it was written by an older notebook 09; "
+                         "rerun notebook 09 (python -m mia_nb run reruns it from the saved samples)")
     paper = claims[claims.block.isin(PAPER_BLOCKS)]
     out = [f"**Claims:** {len(claims)} tested: {len(paper)} on the paper's four findings ({_tally_text(paper)}) and "
            f"{len(claims) - len(paper)} extensions, never in the paper's tally ({_tally_text(claims, EXTENSIONS)}). "
@@ -136,7 +136,7 @@ def write_summary(run_dir: Path, profile: object, bands_path: Path = BANDS_FILE)
     out = ["## What the study shows", "",
            f"Written by `python -m mia_nb run` from the run's tables (`{run_dir.name}`); refresh with "
            "`python -m mia_nb readme`. Each interval combines the seeds' paired image-bootstrap estimates into a "
-           "95% interval built to hold its coverage with few seeds (notebook 08 explains the method).", "",
+           "95% interval built to hold its coverage with few seeds (notebook 09 explains the method).", "",
            *scope_lines(profile, models), ""]
     if heads is not None and len(heads):
         out += ["**Headline numbers** (vanilla target, threshold attack; no verdicts):", ""]

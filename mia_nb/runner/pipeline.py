@@ -15,7 +15,7 @@ from mia_nb import REPO_ROOT
 from mia_nb.config import Profile, load_profile, seeds_of
 from mia_nb.data import datasets, splits
 from mia_nb.layout import REPORT, RESULTS, inside, run_folder
-from mia_nb.models.engine import check_ray
+from mia_nb.models.engine import HEADLESS, check_ray
 from mia_nb.models.device import resolve_device
 from mia_nb.models.privacy import check_secure_mode
 from mia_nb.report.html import page_prefix, render_notebook, write_report
@@ -76,7 +76,7 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     data_stage = [nb.name for nb in available if role(nb).stage == "data"]
     stale = heal_damaged_files(base, seeds, jobs, data_stage)
     progress = Progress(len(every), profile.name, quiet)
-    os.environ["MIA_NB_HEADLESS"] = "1"  # kernels inherit it: widgets are skipped, static figures stay
+    os.environ[HEADLESS] = "1"  # kernels inherit it: widgets and per-epoch bars are skipped, static figures stay
     parallel = side_by_side(profile, len(seeds))
     if not quiet and parallel > 1:
         print(f"{len(seeds)} seeds: their notebooks run {parallel} at a time", flush=True)
@@ -87,7 +87,9 @@ def run_study(params_file: str | Path, only: str | None = None, outputs_root: st
     def run_one(job: Job, named: bool) -> None:
         nb, seed, folder = job
         out = executed_copy(job)
-        params = {"params_file": str(params_file), "outputs_root": str(outputs_root), "seed": int(seed)}
+        params = {"params_file": str(params_file), "outputs_root": str(outputs_root)}
+        if seed >= 0:  # a summary notebook has no seed: it reads every seed's folder
+            params["seed"] = int(seed)
         print_ = fingerprint(nb, params, params_file)
         with lock:
             must = force or seed in ran or (seed < 0 and bool(ran)) or (nb.name, folder) in stale
