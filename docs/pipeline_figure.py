@@ -55,10 +55,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig = draw()
-    plt.rcParams["svg.hashsalt"] = "mia-nb"  # stable ids: the same drawing gives the same file
-    fig.savefig(args.out, metadata={"Date": None})
-    plt.close(fig)
+    with matplotlib.rc_context():  # matplotlib's own style, whatever theme the caller set
+        matplotlib.rcdefaults()
+        plt.rcParams["svg.hashsalt"] = "mia-nb"  # stable ids: the same drawing gives the same file
+        fig = draw()
+        fig.savefig(args.out, metadata={"Date": None})
+        plt.close(fig)
     return args.out
 
 

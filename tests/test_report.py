@@ -235,3 +235,16 @@ def test_member_heldout_scores_has_a_panel_per_model_and_checks_its_input():
     plt.close(fig)
     with pytest.raises(ValueError, match="non-empty"):
         member_heldout_scores({"target": (members, np.array([]))})
+
+
+def test_committed_pipeline_figure_is_the_scripts_drawing(tmp_path):
+    """docs/figures/pipeline.svg (the README's pipeline figure) is what docs/pipeline_figure.py draws now: a changed
+    drawing must be committed with its script."""
+    import importlib.util
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    spec = importlib.util.spec_from_file_location("pipeline_figure", docs / "pipeline_figure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    drawn = module.main(["--out", str(tmp_path / "pipeline.svg")])
+    assert drawn.read_bytes() == (docs / "figures" / "pipeline.svg").read_bytes(), \
+        "run .venv/bin/python docs/pipeline_figure.py and commit docs/figures/pipeline.svg"
