@@ -100,6 +100,16 @@ def _number(path: Path, key: str, value: object) -> float:
     return float(value)
 
 
+def _exact_keys(path: Path, prefix: str, given: dict, known: tuple[str, ...]) -> None:
+    """One ConfigError naming the first unknown or missing key of a bands-file mapping."""
+    for key in given:
+        if key not in known:
+            raise ConfigError(f"{path}: {prefix}{key}: unknown entry (known: {', '.join(known)})")
+    for key in known:
+        if key not in given:
+            raise ConfigError(f"{path}: {prefix}{key}: missing")
+
+
 def load_bands(path: str | Path = BANDS_FILE) -> BandFile:
     """Read a bands file (config's bounded YAML reader); a missing, unknown or negative entry is one ConfigError."""
     path = Path(path)
@@ -111,12 +121,7 @@ def load_bands(path: str | Path = BANDS_FILE) -> BandFile:
     values = read_yaml(text, str(path))
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: need a mapping with {', '.join(_SECTIONS)}, got {type(values).__name__}")
-    for key in values:
-        if key not in _SECTIONS:
-            raise ConfigError(f"{path}: {key}: unknown entry (a bands file has {', '.join(_SECTIONS)})")
-    for key in _SECTIONS:
-        if key not in values:
-            raise ConfigError(f"{path}: {key}: missing")
+    _exact_keys(path, "", values, _SECTIONS)
     if not isinstance(values["recorded"], str) or not values["recorded"].strip():
         raise ConfigError(f"{path}: recorded: need a sentence saying when the bands were set")
     sections = {}
@@ -124,12 +129,7 @@ def load_bands(path: str | Path = BANDS_FILE) -> BandFile:
         given = values[section]
         if not isinstance(given, dict):
             raise ConfigError(f"{path}: {section}: need a mapping of name: number")
-        for key in given:
-            if key not in known:
-                raise ConfigError(f"{path}: {section}.{key}: unknown entry (known: {', '.join(known)})")
-        for key in known:
-            if key not in given:
-                raise ConfigError(f"{path}: {section}.{key}: missing")
+        _exact_keys(path, f"{section}.", given, known)
         sections[section] = {k: _number(path, f"{section}.{k}", given[k]) for k in known}
     return BandFile(sections["bands"], sections["levels"], " ".join(values["recorded"].split()), path)
 
