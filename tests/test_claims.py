@@ -96,12 +96,12 @@ def apply(s: Seed, claim_id: str, e: float) -> None:
                     r[f"{attack}@1pct/member/{p}"] = _redraw(rng, N_N, 0.1 - e)
         return
     if claim_id == "fpr_heldout":  # level claims: FPR = level + e
-        a["vanilla"]["threshold/member/heldout"] = _redraw(rng, N_N, findings.LEVELS["fpr_high"] + e)
+        a["vanilla"]["threshold/member/heldout"] = _redraw(rng, N_N, findings.band_file().levels["fpr_high"] + e)
     elif claim_id.startswith("ood_"):
         group = claim_id[4:].replace("_", " ")
         for p, g in POOLS.items():
             if g == group:
-                a["vanilla"][f"threshold/member/{p}"] = _redraw(rng, N_N, findings.LEVELS["fpr_high"] + e)
+                a["vanilla"][f"threshold/member/{p}"] = _redraw(rng, N_N, findings.band_file().levels["fpr_high"] + e)
     elif claim_id == "fp_confidence":  # '=': e = 0 FPs as confident as TPs; e != 0 FPs less (or more) confident
         fp, tp = a["vanilla"]["threshold/member/heldout"], a["vanilla"]["threshold/member/members"]
         a["vanilla"]["conf/members"] = np.where(tp, 0.9 + rng.normal(0, 0.02, N_M), a["vanilla"]["conf/members"])
@@ -413,7 +413,7 @@ def test_the_shipped_bands_file_loads_and_records_when_it_was_set():
     b = findings.load_bands()
     assert set(b.bands) == set(findings.BAND_KEYS) and set(b.levels) == set(findings.LEVEL_KEYS)
     assert all(v >= 0 for v in (*b.bands.values(), *b.levels.values()))
-    assert "after a README with results" in b.recorded and findings.BANDS is findings.BAND_FILE.bands
+    assert "after a README with results" in b.recorded and findings.band_file().bands == b.bands
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -439,7 +439,7 @@ def test_a_bad_bands_file_is_refused_with_one_line_naming_the_key(tmp_path, edit
 
 
 def test_a_claim_whose_band_the_file_lacks_is_refused():
-    b = dataclasses.replace(findings.BAND_FILE, bands={k: v for k, v in findings.BANDS.items() if k != "auroc"})
+    b = dataclasses.replace(findings.band_file(), bands={k: v for k, v in findings.band_file().bands.items() if k != "auroc"})
     claim = next(c for c in findings.build_claims([null_seed()]) if c.band == "auroc")
     with pytest.raises(ConfigError, match="'auroc'"):
         findings.check([null_seed()], [claim], n_boot=50, bands=b)

@@ -153,7 +153,7 @@ def test_a_new_attack_is_an_Attack_in_ATTACKS_named_in_the_schema(tiny_study, mo
                            findings.minus(findings.fpr("vanilla", ("heldout",), MarginAttack.name),
                                           findings.fpr("vanilla", ("heldout",))))
     row = findings.check([findings.load_seed(study.samples_dir)], [claim], n_boot=200).iloc[0]
-    assert row.verdict != findings.NOT_RUN and row.band == findings.BANDS["fpr"]
+    assert row.verdict != findings.NOT_RUN and row.band == findings.band_file().bands["fpr"]
 
 
 def test_an_attack_named_in_one_registry_only_is_refused(tiny_study, monkeypatch):

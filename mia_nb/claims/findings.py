@@ -11,7 +11,7 @@ and its paired resamples; `mia_nb.claims.paired.combine` combines the seeds into
 
 The claims come in blocks: "Finding 1" … "Finding 4", the paper's four findings as the paper states them,
 and "Extensions", questions beyond the paper that never enter its tally. Every claim names its no-effect
-band (params/claims/bands.yaml, `BANDS`): the smallest effect that counts. A claim `x > r` (r = 0 for a
+band (params/claims/bands.yaml, `band_file()`): the smallest effect that counts. A claim `x > r` (r = 0 for a
 difference, a stated level for a level claim) **holds** when its interval lies above r + band, **does not
 hold** when it lies below r − band, shows **no effect** when it lies inside [r − band, r + band] and is
 **undetermined** otherwise; `x < r` mirrors it. An equivalence claim (`|x − r|` within the band) holds
@@ -22,6 +22,7 @@ Over the paper's blocks a Holm-adjusted column (`holm`) says which "holds" survi
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -134,9 +135,11 @@ def load_bands(path: str | Path = BANDS_FILE) -> BandFile:
     return BandFile(sections["bands"], sections["levels"], " ".join(values["recorded"].split()), path)
 
 
-BAND_FILE = load_bands()
-BANDS = BAND_FILE.bands  # band key -> the smallest effect that counts, in the statistic's units
-LEVELS = BAND_FILE.levels  # level key -> the level a level claim is measured against
+@functools.lru_cache(maxsize=1)
+def band_file() -> BandFile:
+    """The study's bands file (`BANDS_FILE`), read on first use, not at import: `.bands` maps a band key to the
+    smallest effect that counts (in the statistic's units), `.levels` a level key to its level."""
+    return load_bands()
 
 
 # ------------------------------------------------------------------------------------------- seeds
@@ -577,14 +580,14 @@ class Claim:
     text: str
     compared: str
     side: str
-    band: str  # a key of BANDS
+    band: str  # a key of the bands file's `bands`
     paper: str
     stat: Stat
     needs: tuple[str, ...] = ()  # variants that must have been evaluated
     gate: str | None = None  # id of the precondition claim whose verdict is shown beside this one
     partial: bool = False  # measured on the seeds that evaluated `needs` (reference models: some seeds only)
     block: str = EXTENSIONS  # "Finding 1" … "Finding 4" (the paper's) or "Extensions"
-    level: str | None = None  # a key of LEVELS: the claim is `x > level`, not a difference from 0
+    level: str | None = None  # a key of the bands file's `levels`: the claim is `x > level`, not a difference from 0
 
 
 def _variants(seeds: list[Seed], family: str) -> list[tuple[str, float]]:
@@ -613,13 +616,14 @@ PAPER_FPR = {  # Finding 1's numbers for each of our groups (the paper's own set
 }
 
 
-def build_claims(seeds: list[Seed], defense_temperature: float = 10.0) -> list[Claim]:
-    """The claim set for what these seeds evaluated (a variant or pool that is absent gives no row)."""
+def build_claims(seeds: list[Seed], defense_temperature: float = 10.0, bands: BandFile | None = None) -> list[Claim]:
+    """The claim set for what these seeds evaluated (a variant or pool that is absent gives no row); `bands`
+    (default: the study's file) gives the level the wording quotes."""
     if "vanilla" not in seeds[0].variants:
         return []
     vanilla = seeds[0].variants["vanilla"]
     f1, f2, f3, f4 = PAPER_BLOCKS
-    level = LEVELS["fpr_high"]
+    level = (band_file() if bands is None else bands).levels["fpr_high"]
     out = [Claim("fpr_heldout", f"Held-out images are called members at a high rate (FPR above {level:g})",
                  "FPR at the shadow-fitted threshold, threshold attack, held-out images", ">", "fpr_high",
                  "held-out FPR 0.448 / 0.464 / 0.390 (ResNet-18 / SimpleCNN CIFAR-10 / ResNet-50 Dogs)",
@@ -779,8 +783,8 @@ def check(seeds: list[Seed], claims: list[Claim] | None = None, n_boot: int = pa
           bands: BandFile | None = None, resampling: Resampling | None = None) -> pd.DataFrame:
     """One row per claim (sorted by block, then id): block, seeds, measured value with its 95% interval, band,
     verdict, one-sided p-value, Holm verdict over the paper's blocks, gate and gate status, and the row in words."""
-    bands = BAND_FILE if bands is None else bands
-    claims = build_claims(seeds) if claims is None else claims
+    bands = band_file() if bands is None else bands
+    claims = build_claims(seeds, bands=bands) if claims is None else claims
     resampling = Resampling(n_boot) if resampling is None else resampling
     rows: list[dict] = []
     for c in claims:
