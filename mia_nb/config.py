@@ -26,6 +26,7 @@ LLLA_ARMS = ("paper", "marglik", "leaky")
 LLLA_LINKS = ("probit", "mc")
 EXTRA_DATASETS = ("cifar100", "svhn", "stl10", "stanford_dogs", "afhq_cat", "afhq_dog", "afhq_wild")
 ENGINE_BACKENDS = ("joblib", "ray")
+CORRUPTION_SEVERITIES = (1, 2, 3)  # the corruption strengths mia_nb.data.transforms defines (one value each)
 SPLIT_PARTS = ("target_train", "target_heldout", "shadow_train", "shadow_heldout", "calibration", "generator")
 
 
@@ -129,14 +130,28 @@ class DefensesConfig:
     dp_secure_mode: bool = False  # Opacus secure RNG (torchcsprng): unseedable noise, so off for reproducible runs
 
 
+# The reference code's choices a profile may switch (notebook 08 documents each with the line it follows;
+# mia_nb.attacks.lira_rmia reads these tuples).
+LIRA_CENTERS = ("median", "mean")  # centre of an image's IN / OUT reference values (code: np.median)
+LIRA_SPREADS = ("global", "per_side")  # one std of all raw values (code: np.std(dat_in)) | pooled per side
+LIRA_OFFLINE_SIDES = ("two_sided", "one_sided")  # offline test: code −logpdf under OUT | paper log Phi
+TTA_AGGREGATES = ("scores", "logits")  # code: mean of per-view likelihood ratios | one statistic of mean logits
+
+
 @dataclass(frozen=True)
 class ReferenceConfig:
     k: int = 0  # reference models per target (even, complementary pairs); 0 = no LiRA / RMIA (notebook 08)
     seeds: tuple[int, ...] = ()  # which seeds get reference models; empty = the first seed only
     tta_flip: bool = False  # LiRA test-time augmentation by horizontal flip (off for Fashion-MNIST)
-    rmia_gamma: float = 2.0  # RMIA's likelihood-ratio threshold against population samples
+    tta_aggregate: str = "scores"  # with tta_flip: scores (mean of per-view LiRA scores, the code) | logits
+    lira_center: str = "median"  # median (the code) | mean of an image's IN / OUT reference statistics
+    lira_spread: str = "global"  # global (one std of all raw values, the code) | per_side (pooled IN, OUT)
+    lira_offline: str = "two_sided"  # two_sided (the code: far from OUT either way) | one_sided (the paper)
+    rmia_gamma: float = 1.0  # RMIA's likelihood-ratio threshold against population samples (the code: 1)
     rmia_a: Optional[float] = None  # RMIA's offline constant; None = chosen on the reference models only
     k_curve: tuple[int, ...] = (2, 4, 8, 16)  # TPR as K grows (values above k are skipped)
+    variants: tuple[str, ...] = ()  # study variants attacked by reference models of their own kind (ls_0.1, ...)
+    variant_k: int = 8  # reference models per such variant: the first variant_k halves (even, <= k)
 
 
 @dataclass(frozen=True)
@@ -417,7 +432,8 @@ def validate(p: Profile) -> Profile:
     # -- other-content pools and the GAN
     o, g = p.ood, p.ood.gan
     _each("ood.corruption_severities", o.corruption_severities,
-          lambda k, v: _need(v in (1, 2, 3), k, v, "unknown severity", "1, 2 or 3"))
+          lambda k, v: _need(v in CORRUPTION_SEVERITIES, k, v, "unknown severity",
+                                ", ".join(map(str, CORRUPTION_SEVERITIES))))
     _no_repeats("ood.corruption_severities", o.corruption_severities)
     for i, name in enumerate(o.extra_datasets):
         _one_of(f"ood.extra_datasets[{i}]", name, EXTRA_DATASETS)
@@ -466,19 +482,40 @@ def validate(p: Profile) -> Profile:
     _at_least("defenses.dp_epochs", d.dp_epochs, 0, "; 0 = train.epochs")
     r = p.reference_models
     _need(r.k >= 0 and r.k % 2 == 0, "reference_models.k", r.k, "not an even number >= 0",
-          "0 (none) or an even count: models come in complementary pairs")
+          "0 (none) or an even count >= 2: online LiRA needs IN and OUT models, in complementary pairs")
     for i, s_ in enumerate(r.seeds):
         _need(s_ in (p.seeds or (p.seed,)), f"reference_models.seeds[{i}]", s_, "not a seed of this profile",
               f"one of {list(p.seeds or (p.seed,))}")
     _no_repeats("reference_models.seeds", r.seeds)
     _need(r.k == 0 or p.splits.target_heldout >= p.splits.target_train + 20, "reference_models.k", r.k,
           f"needs held-out images beyond the {p.splits.target_train} in the population",
-          "splits.target_heldout at least splits.target_train + 20 (the rest fix the operating points), or k: 0")
-    _need(r.rmia_gamma > 0, "reference_models.rmia_gamma", r.rmia_gamma, "not positive", "greater than 0")
+          "splits.target_heldout at least splits.target_train + 20 (held-out images OUT for every reference model), "
+          "or k: 0")
+    _need(math.isfinite(r.rmia_gamma) and r.rmia_gamma > 0, "reference_models.rmia_gamma", r.rmia_gamma,
+          "not a positive number", "a finite number greater than 0; the reference code uses 1")
+    _one_of("reference_models.tta_aggregate", r.tta_aggregate, TTA_AGGREGATES)
+    _one_of("reference_models.lira_center", r.lira_center, LIRA_CENTERS)
+    _one_of("reference_models.lira_spread", r.lira_spread, LIRA_SPREADS)
+    _one_of("reference_models.lira_offline", r.lira_offline, LIRA_OFFLINE_SIDES)
     _need(r.rmia_a is None or 0 <= r.rmia_a <= 1, "reference_models.rmia_a", r.rmia_a, "outside [0, 1]",
           "a number in [0, 1], or leave it out to choose it on the reference models")
     for i, k_ in enumerate(r.k_curve):
         _need(k_ >= 2 and k_ % 2 == 0, f"reference_models.k_curve[{i}]", k_, "not an even number >= 2", "2, 4, 8, ...")
+    # reference models of each named variant's own kind (mia_nb.attacks.reference_variants names them the same way)
+    cal = p.calibration
+    offered = ([f"ls_{e:g}" for e in cal.label_smoothing] + ["llla_marglik"] * ("marglik" in cal.llla.arms)
+               + [f"temp_{t:g}" for t in (*cal.temperatures, d.temperature)] + [f"l2_{w:g}" for w in d.weight_decay]
+               + [f"dp_{e:g}" for e in d.dp_epsilons])
+    for i, name in enumerate(r.variants):
+        _need(name in offered, f"reference_models.variants[{i}]", name, "not a variant of this profile",
+              f"one of {', '.join(dict.fromkeys(offered))}; vanilla is always attacked")
+    _no_repeats("reference_models.variants", r.variants)
+    _need(r.variant_k >= 2 and r.variant_k % 2 == 0, "reference_models.variant_k", r.variant_k,
+          "not an even number >= 2", "complementary pairs: 2, 4, 8, ...")
+    _need(not r.variants or r.k > 0, "reference_models.variants", r.variants, "needs reference models",
+          "set reference_models.k > 0, or leave variants empty")
+    _need(not r.variants or r.variant_k <= r.k, "reference_models.variant_k", r.variant_k,
+          f"more than reference_models.k = {r.k}", "the variants reuse the first variant_k training halves")
     _need(0 < d.dp_delta < 1, "defenses.dp_delta", d.dp_delta, "outside (0, 1)", "a probability, e.g. 1e-5")
     # -- engine
     e = p.engine

@@ -62,6 +62,8 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "features": _FEATURES,
     "laplace": _LAPLACE,
     "llla_probs": _LLLA_PROBS,
+    # notebook 08's LLLA on a reference model, fitted on its own training half of the population
+    "ref_llla_probs": _union(_LLLA_PROBS, ("attacks.reference_variants",)),
     # a variant's fitted attacks, attacks.csv rows and per-image scores (evaluation.evaluate; keys: attacks.samples)
     "evaluation": _union(_OUTPUTS, ("attacks.score_based", "attacks.evaluation", "attacks.metrics", "attacks.thresholds",
                                      "attacks.scores", "attacks.samples", "models.variants")),

@@ -144,3 +144,9 @@ def test_a_new_pool_is_one_registry_entry(monkeypatch):
     names = [n for key, kind in nonmembers.POOLS.items() for n in kind.pools(key, profile)]
     assert names == ["heldout", "permuted", "scaled255", "unnormalized", "noise_2", "blur_2", "contrast_2",
                      "inverted", "digits", "uniform", "svhn", "cifar100", "flipped"]
+
+
+def test_the_profile_check_and_the_corruptions_know_the_same_severities():
+    from mia_nb.config import CORRUPTION_SEVERITIES
+    for table in (transforms.NOISE_STD, transforms.BLUR_SIGMA, transforms.CONTRAST_FACTOR):
+        assert tuple(table) == CORRUPTION_SEVERITIES

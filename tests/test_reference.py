@@ -28,17 +28,22 @@ def _world(shift: float, sd_d: float, seed: int, n: int = 4000, m: int = 16, z: 
 
 
 def _all_scores(w: dict) -> dict[str, np.ndarray]:
-    """Every attack's scores on a world (statistic = logit of p_y, so p_y = expit(statistic) for RMIA)."""
+    """Every attack's scores on a world, fitted once on its reference models (statistic = logit of p_y, so
+    p_y = expit(statistic) for RMIA)."""
     p, pr, pz, prz = expit(w["target"]), expit(w["ref"]), expit(w["pop_target"]), expit(w["pop_ref"])
     a = R.choose_rmia_a(pr, w["mask"], prz)
-    return {
-        "lira_online_fixed": R.lira_online(w["target"], w["ref"], w["mask"], True),
-        "lira_online_per_example": R.lira_online(w["target"], w["ref"], w["mask"], False),
-        "lira_offline_fixed": R.lira_offline(w["target"], w["ref"], w["mask"], True),
-        "lira_offline_per_example": R.lira_offline(w["target"], w["ref"], w["mask"], False),
-        "rmia_offline": R.rmia_scores(p, pr, w["mask"], pz, prz, a=a, offline=True),
-        "rmia_online": R.rmia_scores(p, pr, w["mask"], pz, prz, offline=False),
-    }
+    out = {"rmia_offline": R.rmia_scores(p, pr, w["mask"], pz, prz, a=a, offline=True),
+           "rmia_online": R.rmia_scores(p, pr, w["mask"], pz, prz, offline=False)}
+    for center in ("median", "mean"):
+        for spread in ("global", "per_side"):
+            f = R.fit_lira(w["ref"], w["mask"], center, spread)
+            for per_example in (False, True):
+                tag = f"{center}_{spread}_{'per_example' if per_example else 'fixed'}"
+                out[f"lira_online_{tag}"] = R.lira_online(f, w["target"], w["ref"], w["mask"], per_example)
+                for sides in ("two_sided", "one_sided"):
+                    out[f"lira_offline_{sides}_{tag}"] = R.lira_offline(f, w["target"], w["ref"], w["mask"],
+                                                                        per_example, sides)
+    return out
 
 
 # ---------------------------------------------------------------- statistic
@@ -81,64 +86,96 @@ def test_labels_minus_one_resolved_by_target_prediction_for_every_model():
 # ---------------------------------------------------------------- LiRA formulas
 
 
-def test_lira_matches_gaussian_likelihoods_per_candidate():
+def _code_online_offline(ref: np.ndarray, mask: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference code's fixed-variance scores, written out from plot.py (`generate_ours`,
+    `generate_ours_offline`) for equal IN / OUT counts: ref [M, N, V], x [N, V] -> member scores [N]."""
+    dat_in = np.array([ref[mask[:, j], j, :] for j in range(ref.shape[1])])  # [N, n_in, V]
+    dat_out = np.array([ref[~mask[:, j], j, :] for j in range(ref.shape[1])])
+    mean_in, mean_out = np.median(dat_in, 1), np.median(dat_out, 1)
+    std = np.std(dat_in)  # std_in = std_out = np.std(dat_in)
+    pred_online = (-norm.logpdf(x, mean_in, std + 1e-30) + norm.logpdf(x, mean_out, std + 1e-30)).mean(1)
+    pred_offline = norm.logpdf(x, mean_out, np.std(dat_out) + 1e-30).mean(1)
+    return -pred_online, -pred_offline  # plot.py `sweep`: roc_curve(answers, -score)
+
+
+def test_lira_defaults_follow_the_reference_code_with_views():
     rng = np.random.default_rng(1)
-    m, n = 8, 30
-    ref = rng.normal(0, 1, (m, n)) + rng.normal(0, 2, n)
+    m, n, v = 8, 40, 2
     mask = R.complementary_splits(np.arange(n), m, 1)
-    ref = ref + 1.5 * mask
+    ref = rng.normal(0, 1, (m, v, n)) + rng.normal(0, 2, n) + 1.5 * mask[:, None, :]
+    x = rng.normal(0, 2, (v, n))
+    fit = R.fit_lira(ref, mask)  # median, global
+    want_on, want_off = _code_online_offline(np.moveaxis(ref, 1, 2), mask, x.T)
+    np.testing.assert_allclose(R.lira_online(fit, x, ref, mask), want_on, rtol=1e-9)
+    np.testing.assert_allclose(R.lira_offline(fit, x, ref, mask), want_off, rtol=1e-9)
+    assert fit.s_in == fit.s_out == pytest.approx(np.std(np.moveaxis(ref, 1, 0)[:, mask]))
+
+
+def test_lira_mean_per_side_and_per_example_formulas():
+    rng = np.random.default_rng(2)
+    m, n = 8, 30
+    mask = R.complementary_splits(np.arange(n), m, 2)
+    ref = rng.normal(0, 1, (m, n)) + rng.normal(0, 2, n) + 1.5 * mask
     x = rng.normal(0, 2, n)
     mu_in = np.array([ref[mask[:, i], i].mean() for i in range(n)])
     mu_out = np.array([ref[~mask[:, i], i].mean() for i in range(n)])
-    sd_in = np.array([ref[mask[:, i], i].std(ddof=1) for i in range(n)])
-    sd_out = np.array([ref[~mask[:, i], i].std(ddof=1) for i in range(n)])
-    np.testing.assert_allclose(R.lira_online(x, ref, mask, False),
-                               norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out), rtol=1e-9)
-    np.testing.assert_allclose(R.lira_offline(x, ref, mask, False), norm.logcdf(x, mu_out, sd_out), rtol=1e-9)
-    # fixed variance: one pooled within-candidate std per side (equal counts: root mean of per-candidate variances)
-    g_in, g_out = np.sqrt(np.mean(sd_in**2)), np.sqrt(np.mean(sd_out**2))
-    np.testing.assert_allclose(R.lira_online(x, ref, mask, True),
+    sd_in = np.array([ref[mask[:, i], i].std() for i in range(n)])  # ddof 0, as np.std(dat_in, 1)
+    sd_out = np.array([ref[~mask[:, i], i].std() for i in range(n)])
+    fit = R.fit_lira(ref, mask, "mean", "per_side")
+    # pooled within-candidate std per side (equal counts: root mean of the ddof-1 per-candidate variances)
+    g_in, g_out = np.sqrt(np.mean(sd_in**2 * 4 / 3)), np.sqrt(np.mean(sd_out**2 * 4 / 3))
+    assert (fit.s_in, fit.s_out, fit.s_offline) == pytest.approx((g_in, g_out, g_out))
+    assert fit.shift == pytest.approx(np.mean(mu_in - mu_out))
+    np.testing.assert_allclose(R.lira_online(fit, x, ref, mask),
                                norm.logpdf(x, mu_in, g_in) - norm.logpdf(x, mu_out, g_out), rtol=1e-9)
-    np.testing.assert_allclose(R.lira_offline(x, ref, mask), norm.logcdf(x, mu_out, g_out), rtol=1e-9)
+    np.testing.assert_allclose(R.lira_online(fit, x, ref, mask, per_example=True),
+                               norm.logpdf(x, mu_in, sd_in) - norm.logpdf(x, mu_out, sd_out), rtol=1e-9)
+    np.testing.assert_allclose(R.lira_offline(fit, x, ref, mask, sides="one_sided"), norm.logcdf(x, mu_out, g_out),
+                               rtol=1e-9)
+    np.testing.assert_allclose(R.lira_offline(fit, x, ref, mask, True, "two_sided"), -norm.logpdf(x, mu_out, sd_out),
+                               rtol=1e-9)
+    med = R.fit_lira(ref, mask, "median", "per_side")  # the median of 4 values: the mean of the middle two
+    mid = np.array([np.median(ref[~mask[:, i], i]) for i in range(n)])
+    np.testing.assert_allclose(R.lira_offline(med, x, ref, mask, sides="one_sided"),
+                               norm.logcdf(x, mid, med.s_offline), rtol=1e-9)
 
 
-def test_lira_missing_in_side_uses_global_shift_and_all_out_pool_needs_in_shift():
+def test_lira_image_without_in_models_uses_the_fitted_shift_and_fit_needs_both_sides():
     w = _world(2.0, 1.0, seed=2, n=200, m=8)
-    ref, mask = w["ref"], w["mask"].copy()
-    mask[:, :5] = False  # five candidates never IN: all their references are OUT
-    shift = R.global_in_shift(ref, mask)
-    both = np.arange(200) >= 5
-    mu_in_all = np.where(mask, ref, 0).sum(0) / np.maximum(mask.sum(0), 1)
-    mu_out_all = np.where(~mask, ref, 0).sum(0) / (~mask).sum(0)
-    assert shift == pytest.approx(np.mean(mu_in_all[both] - mu_out_all[both])) and 1.7 < shift < 2.3
-    res_in = np.where(mask, ref - mu_in_all, 0)
-    res_out = np.where(~mask, ref - mu_out_all, 0)
-    g_in = np.sqrt((res_in**2).sum() / (mask.sum(0)[both] - 1).sum())
-    g_out = np.sqrt((res_out**2).sum() / ((~mask).sum(0) - 1).sum())
-    x, mu_out = w["target"][:5], mu_out_all[:5]
-    s = R.lira_online(w["target"], ref, mask)
-    np.testing.assert_allclose(s[:5], norm.logpdf(x, mu_out + shift, g_in) - norm.logpdf(x, mu_out, g_out), rtol=1e-9)
-    ood = np.zeros_like(mask)
-    with pytest.raises(ValueError, match="in_shift"):
-        R.lira_online(w["target"], ref, ood)
-    assert np.all(np.isfinite(R.lira_online(w["target"], ref, ood, in_shift=shift)))
-    assert np.all(np.isfinite(R.lira_offline(w["target"], ref, ood)))  # offline needs OUT references only
+    fit = R.fit_lira(w["ref"], w["mask"])
+    assert 1.6 < fit.shift < 2.4
+    ood = np.zeros_like(w["mask"])  # images no reference model trained on
+    c_out = np.median(w["ref"], axis=0)
+    np.testing.assert_allclose(R.lira_online(fit, w["target"], w["ref"], ood),
+                               norm.logpdf(w["target"], c_out + fit.shift, fit.s_in)
+                               - norm.logpdf(w["target"], c_out, fit.s_out), rtol=1e-9)
+    with pytest.raises(ValueError, match="fit_lira needs"):
+        R.fit_lira(w["ref"], ood)
+    for bad, match in ((dict(center="mode"), "center"), (dict(spread="wide"), "spread")):
+        with pytest.raises(ValueError, match=match):
+            R.fit_lira(w["ref"], w["mask"], **bad)
+    with pytest.raises(ValueError, match="sides"):
+        R.lira_offline(fit, w["target"], w["ref"], w["mask"], sides="left")
+    with pytest.raises(ValueError, match="target_stat"):
+        R.lira_online(fit, w["target"][:5], w["ref"], w["mask"])
 
 
-def test_lira_offline_is_one_sided():
+def test_lira_offline_one_sided_below_and_two_sided_on_both_sides():
     rng = np.random.default_rng(3)
-    for fixed in (True, False):
-        m, n = 6, 5000
-        ref = rng.normal(0, 1, (m, n)) * rng.uniform(0.1, 3, n) + rng.normal(0, 5, n)
-        mask = rng.random((m, n)) < 0.5
-        mask[0] = False  # every candidate has an OUT reference
-        x = rng.normal(0, 6, n)
+    m, n = 6, 5000
+    ref = rng.normal(0, 1, (m, n)) * rng.uniform(0.1, 3, n) + rng.normal(0, 5, n)
+    mask = R.complementary_splits(np.arange(n), m, 3)
+    x = rng.normal(0, 6, n)
+    for per_example in (False, True):
+        fit = R.fit_lira(ref, mask, "mean")
         mu_out = np.where(~mask, ref, 0).sum(0) / (~mask).sum(0)
-        s = R.lira_offline(x, ref, mask, fixed)
+        s = R.lira_offline(fit, x, ref, mask, per_example, "one_sided")
         below = x < mu_out
         assert below.sum() > 1000 and (~below).sum() > 1000
-        assert np.all(s[below] < np.log(0.5))
-        assert np.all(s[~below] >= np.log(0.5))
+        assert np.all(s[below] < np.log(0.5)) and np.all(s[~below] >= np.log(0.5))
+        two = R.lira_offline(fit, x, ref, mask, per_example, "two_sided")
+        mirror = R.lira_offline(fit, 2 * mu_out - x, ref, mask, per_example, "two_sided")
+        np.testing.assert_allclose(two, mirror, rtol=1e-9)  # as far below the OUT centre counts as far above
 
 
 # ---------------------------------------------------------------- synthetic worlds
@@ -148,7 +185,8 @@ def test_attacks_find_members_when_in_shifts_the_statistic():
     w = _world(2.0, 1.5, seed=4)
     for name, s in _all_scores(w).items():
         auc = roc_auc_score(w["member"], s)
-        assert auc > (0.87 if name.startswith("lira") else 0.84), (name, auc)
+        floor = 0.79 if "two_sided" in name else 0.87 if name.startswith("lira") else 0.84  # two-sided: both tails
+        assert auc > floor, (name, auc)
         assert np.median(s[w["member"]]) > np.median(s[~w["member"]]), name
 
 
@@ -161,12 +199,34 @@ def test_attacks_are_chance_without_a_shift():
 def test_lira_beats_global_threshold_because_of_per_candidate_difficulty():
     wide = _world(2.0, 3.0, seed=6)
     lira, glob = (roc_auc_score(wide["member"], s) for s in
-                  (R.lira_online(wide["target"], wide["ref"], wide["mask"]), wide["target"]))
+                  (R.lira_online(R.fit_lira(wide["ref"], wide["mask"], spread="per_side"), wide["target"],
+                                 wide["ref"], wide["mask"]), wide["target"]))
     assert lira > glob + 0.1, (lira, glob)
     flat = _world(2.0, 0.0, seed=6)  # control: no difficulty spread, nothing for the references to calibrate
     lira0, glob0 = (roc_auc_score(flat["member"], s) for s in
-                    (R.lira_online(flat["target"], flat["ref"], flat["mask"]), flat["target"]))
+                    (R.lira_online(R.fit_lira(flat["ref"], flat["mask"], spread="per_side"), flat["target"],
+                                   flat["ref"], flat["mask"]), flat["target"]))
     assert abs(lira0 - glob0) < 0.03, (lira0, glob0)
+
+
+def _tpr_at_1pct(shift: float, seed: int = 13) -> dict[str, float]:
+    """TPR at 1% FPR of each LiRA form (default options) in a world whose IN shift is `shift`, fitted once."""
+    w = _world(shift, 1.5, seed=seed)
+    fit = R.fit_lira(w["ref"], w["mask"])
+    out = {"online": R.lira_online(fit, w["target"], w["ref"], w["mask"])}
+    for sides in ("two_sided", "one_sided"):
+        out[sides] = R.lira_offline(fit, w["target"], w["ref"], w["mask"], sides=sides)
+    m = w["member"]
+    return {k: thresholds.tpr_at_fpr(s[m], s[~m], 0.01, seed)["tpr"] for k, s in out.items()}
+
+
+def test_a_sharper_member_gap_raises_lira_tpr_and_a_defense_lowers_it():
+    """Calibration that sharpens the member / non-member gap (IN shift 2 -> 3) must raise LiRA's TPR at 1% FPR; a
+    defense that narrows it (2 -> 0.5) must lower it, in every form of the attack."""
+    base, sharper, defended = _tpr_at_1pct(2.0), _tpr_at_1pct(3.0), _tpr_at_1pct(0.5)
+    for form in base:
+        assert sharper[form] > base[form] + 0.1, (form, base[form], sharper[form])
+        assert defended[form] < base[form] - 0.1, (form, base[form], defended[form])
 
 
 # ---------------------------------------------------------------- splits
@@ -278,8 +338,10 @@ def test_all_attacks_fast_at_cifar_scale():
     pop_tgt_logits = rng.normal(0, 2, (z, k)).astype(np.float32)
     t0 = time.perf_counter()
     ref_stat, tgt_stat = R.logit_scaled_confidence(ref_logits, labels), R.logit_scaled_confidence(tgt_logits, labels)
-    out = [R.lira_online(tgt_stat, ref_stat, mask, fv) for fv in (True, False)]
-    out += [R.lira_offline(tgt_stat, ref_stat, mask, fv) for fv in (True, False)]
+    fit = R.fit_lira(ref_stat, mask)
+    out = [R.lira_online(fit, tgt_stat, ref_stat, mask, pe) for pe in (False, True)]
+    out += [R.lira_offline(fit, tgt_stat, ref_stat, mask, pe, sides) for pe in (False, True)
+            for sides in ("two_sided", "one_sided")]
     p_ref, p_tgt = R.true_class_prob(ref_logits, labels), R.true_class_prob(tgt_logits, labels)
     pop_ref, pop_tgt = R.true_class_prob(pop_ref_logits, pop_labels), R.true_class_prob(pop_tgt_logits, pop_labels)
     a = R.choose_rmia_a(p_ref, mask, pop_ref)

@@ -34,6 +34,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from mia_nb import REPO_ROOT
+from mia_nb.attacks.reference_variants import ARM_FAMILY
 from mia_nb.attacks.samples import (HELDOUT_POP, MEMBERS, SampleFile, at_point, conf_key, member_key, read_folder,
                                     score_key, split_key)
 from mia_nb.attacks.thresholds import split_threshold
@@ -66,7 +67,8 @@ BLOCKS = {  # each block's finding in our words, with the paper's numbers (thres
                  "MMPS members / held-out): vanilla 0.982 / 0.852, LS 0.901 / 0.594, LLLA 0.890 / 0.653, L2 "
                  "0.701 / 0.598; ResNet-18 L2 AUROC 0.511 vs 0.775.",
     EXTENSIONS: "Beyond the paper, never in its tally: label-free vs loss attack at a matched held-out FPR, TPR "
-                "at low FPR, DP-SGD, the dose of label smoothing, LiRA and RMIA.",
+                "at low FPR, DP-SGD, the dose of label smoothing, LiRA and RMIA, and the calibration / defense "
+                "trade-off under LiRA.",
 }
 BLOCK_ORDER = (*PAPER_BLOCKS, EXTENSIONS)
 
@@ -79,7 +81,7 @@ CALIBRATION_FAMILIES = ("temperature", "label_smoothing", "llla")  # notebook 06
 
 BANDS_FILE = REPO_ROOT / "params" / "claims" / "bands.yaml"
 BAND_KEYS = ("fpr_high", "confidence_rank", "rank_correlation", "fpr", "ood_fpr", "auroc", "tpr", "ece", "fpr_low",
-             "separation")
+             "separation", "lira_tpr")
 LEVEL_KEYS = ("fpr_high",)
 _SECTIONS = ("recorded", "levels", "bands")
 
@@ -690,12 +692,12 @@ def build_claims(seeds: list[Seed], defense_temperature: float = 10.0, bands: Ba
                          "|AUROC − 0.5|: variant − vanilla, threshold attack, held-out", "<", "auroc",
                          "AUROC 0.511 vs 0.775", minus(away_from(auroc(name), 0.5), away_from(auroc("vanilla"), 0.5)),
                          needs=(name,), block=f4))
-    out += extension_claims(seeds, cal, l2, ls)
+    out += extension_claims(seeds, cal, l2, ls, defense_temperature)
     return out
 
 
 def extension_claims(seeds: list[Seed], cal: list[tuple[str, float]], l2: list[tuple[str, float]],
-                     ls: list[tuple[str, float]]) -> list[Claim]:
+                     ls: list[tuple[str, float]], defense_temperature: float = 10.0) -> list[Claim]:
     """Questions beyond the paper: TPR at low FPR, DP-SGD, the dose of label smoothing, label-free vs loss attack,
     LiRA and RMIA. Never in the paper's tally."""
     out: list[Claim] = []
@@ -730,7 +732,7 @@ def extension_claims(seeds: list[Seed], cal: list[tuple[str, float]], l2: list[t
                                  f"FPR({attack}) − FPR(loss) on {', '.join(pools)}; the loss attack's threshold set on "
                                  f"held-out images to the {attack} attack's held-out FPR", ">", "fpr",
                                  "the attacks rely on the max score", matched_fpr_gap(attack, pools)))
-    return out + reference_claims(seeds)
+    return out + reference_claims(seeds) + reference_variant_claims(seeds, defense_temperature)
 
 
 REF_ATTACKS = ("lira_online", "lira_offline", "rmia")
@@ -762,6 +764,52 @@ def reference_claims(seeds: list[Seed]) -> list[Claim]:
                                  minus(fpr(ref, pools, at_point("threshold", "1pct")),
                                        fpr(ref, pools, at_point(attack, "1pct"))),
                                  needs=(ref,), partial=True))
+    return out
+
+
+LIRA_ARMS = {  # an arm's family -> the claimed side and its words: calibration raises LiRA's TPR, defenses lower it
+    "label_smoothing": (">", "label smoothing (ε = {s:g})"),
+    "llla": (">", "LLLA ({arm})"),
+    "temperature": ("<", "temperature T = {s:g}"),
+    "weight_decay": ("<", "L2 (weight decay {s:g})"),
+    "dp": ("<", "DP-SGD (ε = {s:g})"),
+}
+
+
+def _arm_files(seeds: list[Seed]) -> dict[str, tuple[str, SampleFile]]:
+    """Arm name -> (sample file name, file) of the reference arms (`mia_nb.attacks.reference_variants`), from the
+    first seed that has each."""
+    out: dict[str, tuple[str, SampleFile]] = {}
+    for s in seeds:
+        for name, f in sorted(s.variants.items()):
+            if f.family == ARM_FAMILY:
+                out.setdefault(str(f.extra["arm"]), (name, f))
+    return out
+
+
+def reference_variant_claims(seeds: list[Seed], defense_temperature: float = 10.0) -> list[Claim]:
+    """The paper's trade-off under LiRA (notebook 08): each variant, attacked by reference models of its own kind,
+    against vanilla attacked by the same number on the same training halves; TPR of LiRA online at 0.1% FPR."""
+    arms = _arm_files(seeds)
+    if "vanilla" not in arms:
+        return []
+    base, base_file = arms["vanilla"]
+    k = int(base_file.extra["k"])
+    out = []
+    for arm, (name, f) in arms.items():
+        family, strength = f.extra.get("arm_family"), f.strength
+        if family not in LIRA_ARMS or int(f.extra["k"]) != k or (family == "temperature" and strength != defense_temperature):
+            continue
+        side, words = LIRA_ARMS[family]
+        what = words.format(s=strength if strength is not None else math.nan, arm=arm.removeprefix("llla_"))
+        out.append(Claim(f"lira_tpr_{arm}", f"{what} {'raises' if side == '>' else 'lowers'} LiRA's TPR at 0.1% FPR",
+                         f"TPR@0.1%FPR of LiRA online: variant − vanilla, each attacked by {k} reference models of its "
+                         "own kind on the same training halves; members vs the population's held-out images "
+                         "(thresholds refitted on half of them in every resample)", side, "lira_tpr",
+                         "not in the paper: its calibration / defense trade-off (Findings 3, 4) under LiRA",
+                         minus(tpr_low(name, "lira_online", pool=HELDOUT_POP, alpha=0.001),
+                               tpr_low(base, "lira_online", pool=HELDOUT_POP, alpha=0.001)),
+                         needs=(name, base), gate=f"calibrates_{arm}" if side == ">" else None, partial=True))
     return out
 
 

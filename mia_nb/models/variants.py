@@ -4,20 +4,27 @@ A variant is the vanilla pair, a post-hoc change of it (temperature, last-layer 
 or a retrained pair (label smoothing, weight decay, DP-SGD; `Retrained` recipes). The attacker mirrors
 the variant on its shadow. Every output is cached: logits per (model, pool) and Laplace probabilities
 per (Laplace fit, pool). A variant's results come from `mia_nb.attacks.evaluation.evaluate`.
+
+Forward passes happen where models are trained: a `ReadRequest` names the pools the notebooks read a model on
+(its logits, and the penultimate features last-layer Laplace needs), and the runner's training phase
+(`training_jobs`) runs them in the model's training job, in the worker, storing them under the keys
+`model_logits` and `model_features` read. A model trained elsewhere (a notebook run by hand) gets them on first
+read, as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from mia_nb.attacks.scores import Outputs, cached_logits, log_softmax, softmax
-from mia_nb.data.nonmembers import PoolSpec, part_spec
+from mia_nb.data.nonmembers import PoolSpec, part_spec, pool_specs
 from mia_nb.data.transforms import normalize, uniform_noise
 from mia_nb.models import calibration, jobs, networks
 
@@ -123,6 +130,150 @@ def model_features(study: Study, tm: TrainedModel, spec: PoolSpec) -> np.ndarray
     return study.store.get_or_make("features", {"model": tm.key, **spec.config}, forward)
 
 
+# ------------------------------------------------------------------ forward passes in the training jobs
+
+@dataclass
+class ReadRequest(jobs.ModelRequest):
+    """A model request with the pools the notebooks read the model on: its logits (`model_logits`) and its
+    penultimate features (`model_features`, for last-layer Laplace). They change no model key."""
+
+    logits_on: tuple[PoolSpec, ...] = ()
+    features_on: tuple[PoolSpec, ...] = ()
+
+
+def read_pools(study: Study) -> tuple[PoolSpec, ...]:
+    """Every non-member pool of the profile, as `evaluate` and notebook 08 read the target on them."""
+    return tuple(pool_specs(study).values())
+
+
+def pair_reads(study: Study, role: str, vanilla: bool) -> dict[str, tuple[PoolSpec, ...]]:
+    """What notebooks 04–08 read of a target or shadow model besides its train / held-out logits (`jobs.measure`):
+    a target's logits on every pool (`evaluate`); the vanilla pair's logits on the calibration split (the fitted
+    temperature, notebook 08's population z) and features wherever last-layer Laplace fits or predicts (`llla`:
+    the role's own parts, the calibration split, the tuning noise; `evaluate`: the target on every pool)."""
+    pools = read_pools(study) if role == "target" else ()
+    if not vanilla:
+        return {"logits_on": pools}
+    cal = part_spec(study, "calibration")
+    noise = (tuning_noise(study),) if study.profile.calibration.llla.ood_weight > 0 else ()
+    own = tuple(part_spec(study, f"{role}_{p}") for p in ("train", "heldout"))
+    return {"logits_on": (*pools, cal), "features_on": (*own, cal, *noise, *pools)}
+
+
+@dataclass
+class ReadingJob:
+    """A model's training job and its reads: the worker trains the model, then runs its forward passes on the
+    pools, given in model input (float32 numpy [N, C, H, W], one array per pool shared by the jobs of a seed;
+    joblib hands a worker large arrays as read-only memory maps, not copies)."""
+
+    job: jobs.TrainJob
+    logits_on: list[np.ndarray]
+    features_on: list[np.ndarray]
+
+    @property
+    def name(self) -> str:
+        """The training job's name (the engine names a failed job by it)."""
+        return self.job.name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The model's config (its store key)."""
+        return self.job.config
+
+    def __call__(self) -> dict[str, Any]:
+        result = self.job()
+        model = trained_model(self.job, result["state_dict"])
+        device = torch.device(self.job.device)
+        # one pool's images copied into memory at a time
+        result["pool_logits"] = [networks.forward_logits(model, torch.from_numpy(np.array(x)), device=device).numpy()
+                                 for x in self.logits_on]
+        result["pool_features"] = [networks.forward_features(model, torch.from_numpy(np.array(x)), device=device)
+                                   .numpy() for x in self.features_on]
+        return result
+
+
+def trained_model(job: jobs.TrainJob, state: dict[str, Any]) -> torch.nn.Module:
+    """A job's model rebuilt from its trained weights, in eval mode on the job's device (as `jobs.ensure` loads it)."""
+    model = jobs.new_model(job.config, job.info)
+    model.load_state_dict(state)
+    return model.to(torch.device(job.device)).eval()
+
+
+def _pool_id(spec: PoolSpec) -> str:
+    """A pool's description as the store sees it: one text per pool, whatever its name."""
+    return json.dumps(spec.config, sort_keys=True, default=str)
+
+
+@dataclass
+class Reads:
+    """The pools one model is read on, each once (by `_pool_id`)."""
+
+    logits_on: dict[str, PoolSpec] = field(default_factory=dict)
+    features_on: dict[str, PoolSpec] = field(default_factory=dict)
+
+
+def reads_by_model(study: Study, requests: list[jobs.ModelRequest]) -> dict[str, Reads]:
+    """Model key -> what its requests read (`ReadRequest`; a plain request reads nothing)."""
+    out: dict[str, Reads] = {}
+    for req in requests:
+        reads = out.setdefault(study.store.path("model", jobs.request_config(study, req)).stem, Reads())
+        reads.logits_on.update({_pool_id(s): s for s in getattr(req, "logits_on", ())})
+        reads.features_on.update({_pool_id(s): s for s in getattr(req, "features_on", ())})
+    return out
+
+
+class PoolInputs:
+    """The model input of each pool the jobs of one study read, built once and shared by those jobs; its labels
+    go to the store, where `Variant.outputs` reads them. A pool whose images do not exist yet (the GAN's fakes,
+    which notebook 05 writes after the training phase) is left to the notebooks."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.built: dict[str, np.ndarray | None] = {}  # `_pool_id` -> model input
+
+    def of(self, spec: PoolSpec) -> np.ndarray | None:
+        """A pool's model input (built on first use), None when its images do not exist yet."""
+        pid = _pool_id(spec)
+        if pid not in self.built:
+            try:
+                x, y = spec.build()
+            except FileNotFoundError:
+                self.built[pid] = None
+                return None
+            self.study.store.get_or_make("labels", spec.config, lambda: y)
+            self.built[pid] = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return self.built[pid]
+
+
+def training_jobs(study: Study, requests: list[jobs.ModelRequest]) -> list[tuple[Any, Callable[[Any], None]]]:
+    """The training jobs of the requested models the store lacks (`jobs.missing`), each with the forward passes
+    its requests read and the store lacks (`ReadingJob`), and the callback that stores those under the keys
+    `model_logits` / `model_features` read, then the model (its record last, as `jobs.missing`'s callback does)."""
+    reads, inputs = reads_by_model(study, requests), PoolInputs(study)
+    out: list[tuple[Any, Callable[[Any], None]]] = []
+    for job, store_model in jobs.missing(study, requests):
+        key = study.store.path("model", job.config).stem
+        wanted = reads.get(key, Reads())
+        measured = {_pool_id(part_spec(study, part)) for part in job.measure}  # their logits come with the model
+        logits = [s for pid, s in wanted.logits_on.items() if pid not in measured
+                  and not study.store.path("logits", {"model": key, **s.config}).is_file() and inputs.of(s) is not None]
+        features = [s for s in wanted.features_on.values()
+                    if not study.store.path("features", {"model": key, **s.config}).is_file() and inputs.of(s) is not None]
+        if not logits and not features:
+            out.append((job, store_model))
+            continue
+
+        def store(result: dict[str, Any], key: str = key, logits: list[PoolSpec] = logits,
+                  features: list[PoolSpec] = features, store_model: Callable[[Any], None] = store_model) -> None:
+            for spec, array in zip(logits, result["pool_logits"]):
+                study.store.put("logits", {"model": key, **spec.config}, array.astype(np.float32))
+            for spec, array in zip(features, result["pool_features"]):
+                study.store.put("features", {"model": key, **spec.config}, array)
+            store_model(result)
+        out.append((ReadingJob(job, [inputs.of(s) for s in logits], [inputs.of(s) for s in features]), store))
+    return out
+
+
 # ------------------------------------------------------------------------------------ constructors
 
 def vanilla(study: Study) -> Variant:
@@ -181,9 +332,11 @@ def dp_recipe(study: Study, epsilon: float | None) -> Retrained:
 
 
 def pair_requests(study: Study, name: str, recipe: Retrained | None = None) -> list[jobs.ModelRequest]:
-    """The target and shadow model requests of a variant (vanilla when `recipe` is None)."""
+    """The target and shadow model requests of a variant (vanilla when `recipe` is None), with what the notebooks
+    read of each (`pair_reads`)."""
     train = dataclasses.replace(study.profile.train, **recipe.train_changes) if recipe else None
-    return [jobs.ModelRequest(r, name, train, recipe.dp if recipe else None) for r in ROLES]
+    return [ReadRequest(r, name, train, recipe.dp if recipe else None, **pair_reads(study, r, recipe is None))
+            for r in ROLES]
 
 
 def retrained(study: Study, recipes: list[Retrained]) -> dict[str, Variant]:
