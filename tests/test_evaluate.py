@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mia_nb.attacks import evaluation
+from mia_nb.attacks import evaluation, thresholds
 from mia_nb.attacks.samples import read_samples, sample_path
 from mia_nb.config import AttacksConfig, parse_profile
 from mia_nb.layout import ATTACKS_TABLE, TABLE_KEYS
@@ -200,9 +200,11 @@ def test_reference_attacks_write_their_samples_through_the_same_route(tiny_study
         np.testing.assert_array_equal(f.score(attack, "heldout_pop"), f.score(attack, "heldout")[:n_train])
         for name in ("members", *pools):  # the typed result holds the very scores the file keeps
             np.testing.assert_array_equal(ref.score(attack, name), f.score(attack, name))
-    with pytest.raises(ValueError, match="no 'lira' scores on 'heldout'"):
-        ref.score("lira", "heldout")
         for op in ("1pct", "01pct"):
             rows = table[(table.attack == attack) & (table.operating_point == op) & (table.set == "permuted")]
             assert f.member(f"{attack}@{op}", "permuted").mean() == pytest.approx(rows.fpr.iloc[0])
+            held = table[(table.attack == attack) & (table.operating_point == op) & (table.set == "heldout")]
+            assert held.n_images.iloc[0] == n_train - thresholds.fit_size(n_train)  # half B of the population's held-out
+    with pytest.raises(ValueError, match="no 'lira' scores on 'heldout'"):
+        ref.score("lira", "heldout")
     assert f.size("members") == n_train and f.conf("heldout_pop").shape == (n_train,)

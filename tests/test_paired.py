@@ -251,11 +251,13 @@ def test_combine_weights_seeds_by_their_image_variance_when_seeds_agree():
 
 
 def test_combine_seeds_that_agree_keep_their_image_width():
-    d = np.random.default_rng(2).normal(0, 0.01, 2000)
-    iv = paired.combine([0.3, 0.3, 0.3], [0.3 + d, 0.3 + d, 0.3 + d])
-    se = np.std(d, ddof=1) / np.sqrt(3)  # fixed-effect variance: v / k
-    assert iv.value == 0.3 and iv.se == pytest.approx(se)
-    assert iv.hi - iv.lo == pytest.approx(2 * t_dist.ppf(0.975, 2) * se)
+    d = np.random.default_rng(2).normal(0, 0.01, (3, 2000))
+    iv = paired.combine([0.3, 0.3, 0.3], list(0.3 + d))
+    se = np.sqrt(np.var(d, axis=1, ddof=1).mean() / 3)  # fixed-effect variance: v / k
+    assert iv.value == 0.3 and iv.se == pytest.approx(se, rel=0.05)
+    same = paired.combine([0.3, 0.3, 0.3], [0.3 + d[0]] * 3)  # one set of images and weights for every seed
+    assert same.se == pytest.approx(np.std(d[0], ddof=1), rel=0.01)  # the shared error does not shrink by 1/k
+    assert same.hi - same.lo == pytest.approx(2 * 1.96 * same.se, rel=0.01)
     flat = paired.combine([0.3, 0.3, 0.3], [np.full(2000, 0.3)] * 3)
     assert flat.lo == flat.hi == flat.value == 0.3 and flat.se == 0.0
 

@@ -73,11 +73,15 @@ def test_logit_scaled_confidence_stays_finite_and_ordered_when_saturated():
         assert not np.all(np.isfinite(np.log(p / (1 - p))))
 
 
-def test_labels_minus_one_resolved_by_target_prediction_for_every_model():
+def test_an_unlabelled_image_is_read_at_each_models_own_predicted_class():
     target = np.array([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
-    y = R.resolve_labels(target, np.array([-1, 2]))
-    assert y.tolist() == [1, 2]
-    with pytest.raises(ValueError, match="resolve_labels"):
+    refs = np.array([[[4.0, 0.0, 1.0], [3.0, 0.0, 0.0]], [[0.0, 1.0, 6.0], [0.0, 0.0, 3.0]]])  # [M=2, N=2, K=3]
+    assert R.own_labels(target, np.array([-1, 2])).tolist() == [1, 2]
+    assert R.own_labels(refs, np.array([-1, 2])).tolist() == [[0, 2], [2, 2]]
+    # every model at its own best class: a reference model as confident as the target gets the same statistic
+    same = R.logit_scaled_confidence(refs, R.own_labels(refs, np.array([-1, 2])))
+    np.testing.assert_allclose(same[0, 0], R.logit_scaled_confidence(np.array([[4.0, 0.0, 1.0]]), np.array([0]))[0])
+    with pytest.raises(ValueError, match="own_labels"):
         R.logit_scaled_confidence(target, np.array([-1, 2]))
     with pytest.raises(ValueError, match="labels"):
         R.logit_scaled_confidence(target, np.array([0, 3]))

@@ -16,7 +16,7 @@ from mia_nb.attacks import lira_rmia, reference_models, reference_variants, thre
 from mia_nb.attacks.reference_variants import ARM_FAMILY, Population, arm_scores, sample_variant
 from mia_nb.attacks.samples import SampleFile
 from mia_nb.claims import findings
-from mia_nb.models import jobs
+from mia_nb.models import jobs, variants
 from mia_nb.claims.findings import FAILS, HOLDS, NO_EFFECT, UNDETERMINED, Seed
 from mia_nb.config import ConfigError, ReferenceConfig, load_profile, parse_profile
 from mia_nb.report import figures_reference_variants
@@ -244,6 +244,7 @@ def test_the_whole_route_on_a_tiny_study(tiny_study):
     assert ids == {"lira_tpr_ls_0.1", "lira_tpr_llla_marglik", "lira_tpr_temp_10"}
     again = reference_variants.run(study)  # everything from the store the second time
     pd.testing.assert_frame_equal(again, table)
+    _llla_fits_on_each_reference_models_own_training_images(study)
     fig = figures_reference_variants.tpr_by_variant(table)
     assert len(fig.axes) == 2
 
@@ -251,3 +252,30 @@ def test_the_whole_route_on_a_tiny_study(tiny_study):
 def test_the_figure_refuses_a_table_without_its_columns():
     with pytest.raises(ValueError, match="lacks the columns"):
         figures_reference_variants.tpr_by_variant(pd.DataFrame({"variant": ["vanilla"], "attack": ["lira_online"]}))
+
+
+class _Fitted(Exception):
+    """Raised by the stand-in for calibration.fit_llla once it has seen what it was given."""
+
+
+def _llla_fits_on_each_reference_models_own_training_images(study: Study) -> None:
+    """The Laplace fit of reference model j sees the features of exactly the images that model trained on."""
+    refs = jobs.ensure(study, reference_models.requests(study)[:study.profile.reference_models.variant_k],
+                       progress=False)
+    pop, mask = reference_models.population(study), reference_models.in_mask(study)
+    seen = {}
+
+    def fake_fit(head, loader, **kwargs):
+        seen["x"] = loader.dataset.tensors[0].numpy()
+        raise _Fitted
+    for j, tm in enumerate(refs):
+        feats = np.concatenate([variants.model_features(study, tm, spec)
+                                for spec in reference_variants.population_specs(study)])
+        feats = np.concatenate([feats[:len(pop) // 2], feats[len(pop) // 2:][:len(pop) // 2]])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(reference_variants.calibration, "fit_llla", fake_fit)
+            mp.setattr(study.store, "get_or_make", lambda kind, config, make: make())
+            with pytest.raises(_Fitted):
+                reference_variants.reference_llla(study, tm, mask[j])
+        own = np.isin(pop, reference_models.requests(study)[j].indices)  # the images model j trained on
+        np.testing.assert_array_equal(seen["x"], feats[own])

@@ -183,3 +183,10 @@ def test_option_table_compares_each_setting_with_the_profiles():
         assert g.groupby("attack").auroc.nunique().min() == 2, option
     one_view = reference_models.option_table(_data(views=1, seed=6), ReferenceConfig(k=8), seed=0)
     assert "tta_aggregate" not in set(one_view.option)
+
+
+def test_option_table_keeps_a_profile_setting_outside_the_usual_ones():
+    """A profile's rmia_gamma other than 1 or 2 is measured too, so notebook 08 finds the profile's row."""
+    table = reference_models.option_table(_data(views=1, seed=6), ReferenceConfig(k=8, rmia_gamma=1.5), seed=0)
+    g = table[table.option == "rmia_gamma"]
+    assert set(g.setting) == {"1.0", "2.0", "1.5"} and g[g.profile].setting.unique().tolist() == ["1.5"]

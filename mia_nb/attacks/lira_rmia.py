@@ -52,19 +52,24 @@ def _labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:
     if y.ndim != 1 or y.shape[0] != n or y.dtype.kind not in "iu":
         raise ValueError(f"labels: need an integer array of shape [{n}], got {y.dtype} {y.shape}")
     if np.any(y < 0):
-        raise ValueError("labels: contains -1 (no true label); replace with resolve_labels(target_logits, labels) first")
+        raise ValueError("labels: contains -1 (no true label); give each model its own predicted class with "
+                         "own_labels(logits, labels) first")
     if np.any(y >= k):
         raise ValueError(f"labels: values must be < K={k}")
     return y.astype(np.int64, copy=False)
 
 
 def _logits(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Finite float64 logits [..., N, K] (K >= 2) and matching labels [N], or a one-line ValueError."""
+    """Finite float64 logits [..., N, K] (K >= 2) and matching labels [N] (one per image) or [..., N] (one per
+    model and image, `own_labels`), or a one-line ValueError."""
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim < 2 or z.shape[-1] < 2:
         raise ValueError(f"logits: need shape [..., N, K] with K >= 2, got {z.shape}")
     if not np.all(np.isfinite(z)):
         raise ValueError("logits: contains NaN or inf; fix the cached logits")
+    y = np.asarray(labels)
+    if y.ndim > 1 and y.shape == z.shape[:-1]:
+        return z, _labels(y.reshape(-1), y.size, z.shape[-1]).reshape(y.shape)
     return z, _labels(labels, z.shape[-2], z.shape[-1])
 
 
@@ -136,23 +141,24 @@ def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
 # ---------------------------------------------------------------- per-example statistics
 
 
-def resolve_labels(target_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Labels [N] with every −1 replaced by the target model's predicted class (use the result for ALL models)."""
-    z = np.asarray(target_logits)
-    if z.ndim != 2:
-        raise ValueError(f"target_logits: need shape [N, K], got {z.shape}")
+def own_labels(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Labels for every model's logits [..., N, K], shape [..., N]: an image's label where it has one; where it has
+    none (−1: digits, noise, other datasets), each model's own predicted class, the target's and every reference
+    model's alike, so that no model is judged at a class another model picked."""
+    z = np.asarray(logits)
     y = np.asarray(labels)
-    if y.ndim != 1 or y.shape[0] != z.shape[0] or y.dtype.kind not in "iu":
-        raise ValueError(f"labels: need an integer array of shape [{z.shape[0]}], got {y.dtype} {y.shape}")
+    if z.ndim < 2 or y.ndim != 1 or y.shape[0] != z.shape[-2] or y.dtype.kind not in "iu":
+        raise ValueError(f"labels: need an integer array of shape [{z.shape[-2] if z.ndim >= 2 else 'N'}] "
+                         f"for logits [..., N, K], got {y.dtype} {y.shape}")
     if np.any(y < -1):
         raise ValueError("labels: only -1 may be negative")
-    return np.where(y == -1, np.argmax(z, axis=1), y).astype(np.int64)
+    return np.where(y == -1, np.argmax(z, axis=-1), y).astype(np.int64)
 
 
 def logit_scaled_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """LiRA's statistic log(p_y / (1 - p_y)) = z_y - logsumexp_{k != y} z_k on [..., N, K]; finite for any finite logits."""
     z, y = _logits(logits, labels)
-    idx = np.broadcast_to(y[:, None], z.shape[:-1] + (1,))
+    idx = np.broadcast_to(y[..., None], z.shape[:-1] + (1,))
     z_y = np.take_along_axis(z, idx, axis=-1)[..., 0]
     rest = z.copy()
     np.put_along_axis(rest, idx, -np.inf, axis=-1)
@@ -163,7 +169,7 @@ def logit_scaled_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarra
 def true_class_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Softmax probability of the label class, p_y, on [..., N, K] (stable; RMIA's input)."""
     z, y = _logits(logits, labels)
-    idx = np.broadcast_to(y[:, None], z.shape[:-1] + (1,))
+    idx = np.broadcast_to(y[..., None], z.shape[:-1] + (1,))
     top = z.max(axis=-1, keepdims=True)
     log_norm = np.log(np.exp(z - top).sum(axis=-1)) + top[..., 0]
     return np.exp(np.take_along_axis(z, idx, axis=-1)[..., 0] - log_norm)

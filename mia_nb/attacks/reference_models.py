@@ -96,7 +96,7 @@ class Candidates:
 
     target: np.ndarray  # [V, N, C] logits per test-time view (V = 2 with tta_flip: the image, its mirror)
     refs: np.ndarray  # [K, V, N, C]
-    labels: np.ndarray  # [N], -1 resolved to the target's prediction
+    labels: np.ndarray  # [N]; −1 where an image has no label: each model is read at its own predicted class
     mask: np.ndarray  # [K, N]: True where reference model k trained on this image's source
     cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False,
                                                                       compare=False)  # statistics already computed
@@ -162,7 +162,7 @@ def gather(study: Study, vanilla: Variant, refs: list[jobs.TrainedModel],
         views = [spec, flipped(spec)] if study.profile.reference_models.tta_flip else [spec]
         t = np.stack([model_logits(study, vanilla.target, v) for v in views])
         r = np.stack([np.stack([model_logits(study, m, v) for v in views]) for m in refs])
-        labels = lira_rmia.resolve_labels(t.mean(0), study.store.get_or_make("labels", spec.config, spec.labels))
+        labels = np.asarray(study.store.get_or_make("labels", spec.config, spec.labels), dtype=np.int64)
         out[name] = Candidates(t, r, labels, set_mask(name, len(labels), mask))
     return out
 
@@ -195,16 +195,17 @@ def lira_stats(c: Candidates, tta_aggregate: str) -> tuple[np.ndarray, np.ndarra
         raise ValueError(f"tta_aggregate: unknown value {tta_aggregate!r} (choose one of: {', '.join(TTA_AGGREGATES)})")
     if ("lira", tta_aggregate) not in c.cache:
         t, r = (c.target, c.refs) if tta_aggregate == "scores" else (c.target.mean(0)[None], c.refs.mean(1)[:, None])
-        c.cache["lira", tta_aggregate] = (lira_rmia.logit_scaled_confidence(t, c.labels),
-                                          lira_rmia.logit_scaled_confidence(r, c.labels))
+        c.cache["lira", tta_aggregate] = (lira_rmia.logit_scaled_confidence(t, lira_rmia.own_labels(t, c.labels)),
+                                          lira_rmia.logit_scaled_confidence(r, lira_rmia.own_labels(r, c.labels)))
     return c.cache["lira", tta_aggregate]
 
 
 def rmia_probs(c: Candidates) -> tuple[np.ndarray, np.ndarray]:
     """RMIA's input p_y of the target [N] and the references [K, N], from the view-averaged logits (cached)."""
     if ("rmia",) not in c.cache:
-        c.cache["rmia",] = (lira_rmia.true_class_prob(c.target.mean(0), c.labels),
-                            lira_rmia.true_class_prob(c.refs.mean(1), c.labels))
+        t, r = c.target.mean(0), c.refs.mean(1)
+        c.cache["rmia",] = (lira_rmia.true_class_prob(t, lira_rmia.own_labels(t, c.labels)),
+                            lira_rmia.true_class_prob(r, lira_rmia.own_labels(r, c.labels)))
     return c.cache["rmia",]
 
 
@@ -384,7 +385,8 @@ def option_table(data: dict[str, Candidates], cfg: ReferenceConfig, seed: int) -
     for option, settings in OPTIONS.items():
         if option == "tta_aggregate" and data[MEMBERS].target.shape[0] < 2:
             continue
-        for setting in settings:
+        mine = getattr(cfg, option)
+        for setting in settings if mine in settings else (*settings, mine):  # the profile's own setting always
             changed = dataclasses.replace(cfg, **{option: setting})
             changed = changed if option == "rmia_gamma" else dataclasses.replace(changed, rmia_a=a)
             for r in _population_rows(data, changed, seed, attacks=OPTION_ATTACKS[option], pools=pools):
@@ -395,6 +397,6 @@ def option_table(data: dict[str, Candidates], cfg: ReferenceConfig, seed: int) -
 
 def example(c: Candidates, i: int) -> tuple[float, np.ndarray, np.ndarray]:
     """Image i's LiRA statistic (its first view) under the target, and under its OUT and IN reference models."""
-    t = lira_rmia.logit_scaled_confidence(c.target[0], c.labels)[i]
-    r = lira_rmia.logit_scaled_confidence(c.refs[:, 0], c.labels)[:, i]
+    t = lira_rmia.logit_scaled_confidence(c.target[0], lira_rmia.own_labels(c.target[0], c.labels))[i]
+    r = lira_rmia.logit_scaled_confidence(c.refs[:, 0], lira_rmia.own_labels(c.refs[:, 0], c.labels))[:, i]
     return float(t), r[~c.mask[:, i]], r[c.mask[:, i]]

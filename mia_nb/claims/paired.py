@@ -30,6 +30,15 @@ over seeds; seeds that agree exactly keep the image-sampling variance 1 / sum of
 zero width (zero only when their resamples do not vary either); a seed whose point is NaN, or that has
 fewer than two finite resamples, is left out (`n_seeds` counts the seeds used). `Interval.p_beyond`
 reads one-sided p-values off the same reference, and `holm` adjusts a family of them.
+
+Images every seed shares. A pool that is the same in every seed (the GAN's fakes, scikit-learn's digits) is
+resampled with one weight matrix for all seeds, so its sampling error moves every seed's point together and the
+seeds' spread does not show it. `shared_variance` reads that common part off the resamples (their mean covariance
+across seeds, about 0 when each seed resamples its own images); it is taken out of the within-seed variances
+that set the weights and added to the Hartung–Knapp variance of the combined value, whose t reference then
+takes Satterthwaite's degrees of freedom (the shared part is known from the resamples, not from k − 1 seeds). Simulated with three seeds
+whose shared image SD is twice their own, the interval without it covered about 0.7 of the time; with it,
+within [0.92, 0.98] (tests/test_coverage.py).
 """
 
 from __future__ import annotations
@@ -240,6 +249,18 @@ def _seed_matrix(points: Sequence[float], draws: Sequence[np.ndarray]) -> tuple[
     return pts, np.stack(d)
 
 
+def shared_variance(mat: np.ndarray) -> float:
+    """The image-sampling variance the seeds share: the mean covariance, over pairs of seeds, of their resamples
+    [S, B] (NaN resamples left out), floored at 0. Seeds that resample their own images share none (about 0);
+    a pool whose images and resampling weights every seed shares (`PoolKind.every_seed`) moves every seed's point
+    together, which the seeds' spread cannot show."""
+    if mat.shape[0] < 2:
+        return 0.0
+    c = np.ma.cov(np.ma.masked_invalid(mat)).filled(np.nan)
+    off = c[~np.eye(mat.shape[0], dtype=bool)]
+    return max(0.0, float(np.nanmean(off))) if np.isfinite(off).any() else 0.0
+
+
 def _random_effects(y: np.ndarray, v: np.ndarray) -> tuple[float, float]:
     """Weighted mean and Hartung–Knapp standard error of seed points `y` with within-seed variances `v`."""
     if np.all(v == 0):  # no image variance anywhere: the plain t interval over seeds (equal weights)
@@ -279,9 +300,13 @@ def combine(points: Sequence[float], draws: Sequence[np.ndarray], seed: int = 0)
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN resamples are left out of the variance
         v = np.nanvar(mat[use], axis=1, ddof=1)
         v[np.nanmax(mat[use], axis=1) == np.nanmin(mat[use], axis=1)] = 0.0  # constant: 0, not rounding noise
-    value, se = _random_effects(pts[use], v)
-    half = float(t_dist.ppf(0.975, k - 1)) * se
-    return Interval(value, value - half, value + half, k, n_boot, se, float(k - 1))
+    shared = shared_variance(mat[use]) if np.any(v > 0) else 0.0
+    value, se_seeds = _random_effects(pts[use], np.where(v > 0, np.maximum(v - shared, 0.01 * v), 0.0))
+    se = math.sqrt(se_seeds ** 2 + shared)
+    # Satterthwaite: the seeds' part has k - 1 degrees of freedom, the shared part is known from the resamples
+    df = float(k - 1) * (se / se_seeds) ** 4 if se_seeds > 0 else math.inf
+    half = float(t_dist.ppf(0.975, df)) * se
+    return Interval(value, value - half, value + half, k, n_boot, se, df)
 
 
 def holm(p_values: Sequence[float], alpha: float = 0.05) -> np.ndarray:
