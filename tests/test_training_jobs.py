@@ -143,6 +143,17 @@ def test_pools_whose_images_do_not_exist_yet_are_left_to_the_notebooks(tiny_stud
     assert np.array_equal(study.store.get("labels", uniform.config), uniform.labels())  # the labels come along
 
 
+def test_pools_past_the_memory_budget_are_left_to_the_notebooks(tiny_study):
+    """The runner holds at most the budget of one seed's pool images; the rest are read in the notebooks."""
+    study = tiny_study
+    specs = nonmembers.pool_specs(study)
+    first, second = specs["uniform"], specs["permuted"]
+    one = first.build()[0].numel() * 4
+    inputs = variants.PoolInputs(study, budget=one + one // 2)
+    assert inputs.of(first) is not None and inputs.of(second) is None  # the second would pass the budget
+    assert np.array_equal(study.store.get("labels", second.config), second.labels())  # its labels still stored
+
+
 @pytest.mark.slow  # starts worker processes (each imports torch)
 def test_reads_in_two_workers_equal_a_fresh_forward_pass(tiny_study):
     """Through loky's workers the pools travel as read-only memory maps; the stored logits are those of the model."""

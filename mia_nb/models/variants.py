@@ -222,17 +222,22 @@ def reads_by_model(study: Study, requests: list[jobs.ModelRequest]) -> dict[str,
     return out
 
 
+POOL_INPUT_BUDGET = 1 << 30  # bytes of pool images one seed's training jobs may hold (the runner keeps them)
+
+
 class PoolInputs:
     """The model input of each pool the jobs of one study read, built once and shared by those jobs; its labels
     go to the store, where `Variant.outputs` reads them. A pool whose images do not exist yet (the GAN's fakes,
-    which notebook 05 writes after the training phase) is left to the notebooks."""
+    which notebook 05 writes after the training phase), or that would take the seed's pools past `budget` bytes
+    (large images: the 224-pixel profiles), is left to the notebooks, which read one pool at a time."""
 
-    def __init__(self, study: Study):
+    def __init__(self, study: Study, budget: int = POOL_INPUT_BUDGET):
         self.study = study
+        self.budget = budget
         self.built: dict[str, np.ndarray | None] = {}  # `_pool_id` -> model input
 
     def of(self, spec: PoolSpec) -> np.ndarray | None:
-        """A pool's model input (built on first use), None when its images do not exist yet."""
+        """A pool's model input (built on first use), None when its images do not exist yet or are over budget."""
         pid = _pool_id(spec)
         if pid not in self.built:
             try:
@@ -241,7 +246,10 @@ class PoolInputs:
                 self.built[pid] = None
                 return None
             self.study.store.get_or_make("labels", spec.config, lambda: y)
-            self.built[pid] = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+            held = sum(a.nbytes for a in self.built.values() if a is not None)
+            size = x.numel() * 4  # float32
+            self.built[pid] = (np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+                               if held + size <= self.budget else None)
         return self.built[pid]
 
 
