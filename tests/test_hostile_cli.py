@@ -42,6 +42,7 @@ from mia_nb.runner import cli as cli_module
 from mia_nb.runner import pipeline
 from mia_nb.runner.chains import HealLines
 from mia_nb.runner.cli import main
+from mia_nb.store import Store
 
 pytestmark = pytest.mark.slow  # a few runner processes, some training, and kernels
 
@@ -588,7 +589,8 @@ def _deleted_table(base: Path) -> None:
 
 def _truncated_probe(base: Path) -> None:
     """The store entry notebook 02 reads itself (the runner never does): only its kernel can heal it."""
-    [path] = [p for p in (base / "store" / "labels").glob("*.pt")]
+    path = Store(base / "store").path("labels", {"probe": 0})  # the tiny profile's seed
+    assert path.is_file(), path
     path.write_bytes(path.read_bytes()[:100])
 
 

@@ -157,8 +157,10 @@ def test_06_smoke_results(smoke_run):
     assert t.loc["temp_fitted", "temperature_target"] > 0
 
     models = pd.read_csv(smoke_run / "results" / "models.csv")
+    ref = study.profile.reference_models  # label smoothing named there also trains its reference models (notebook 08)
     for e in cal.label_smoothing:
-        assert set(models.loc[models.variant == f"ls_{e:g}", "role"]) == {"target", "shadow"}
+        refs = {f"ref_{j}" for j in range(ref.variant_k)} if f"ls_{e:g}" in ref.variants else set()
+        assert set(models.loc[models.variant == f"ls_{e:g}", "role"]) == {"target", "shadow"} | refs
     for name in ("06_reliability_diagrams", "06_calibration_tradeoff", "06_fpr_by_pool"):
         path = smoke_run / "figures" / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 10_000, name
