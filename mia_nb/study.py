@@ -25,7 +25,8 @@ from mia_nb.data import datasets as data_mod
 from mia_nb.data import splits as splits_mod
 from mia_nb.config import Profile, load_profile, seeds_of
 from mia_nb.tables import upsert_csv
-from mia_nb.layout import DATA, FIGURES, RESULTS, SAMPLES, STORE, TABLE_KEYS, inside, run_folder, seed_folder
+from mia_nb.layout import (DATA, FIGURES, RESULTS, SAMPLES, STORE, TABLE_KEYS, inside, run_folder, samples_folders,
+                           seed_folder)
 from mia_nb.store import Store, atomic_write
 from mia_nb.models.device import resolve_device
 
@@ -169,7 +170,7 @@ def seeds_with_samples(study: Study) -> tuple[dict[int, Path], list[int]]:
     """The profile's seeds whose samples/ folder (where the runner puts it) holds per-image samples, with that
     folder, and the seeds whose folder holds none yet; both in the profile's order."""
     seeds = seeds_of(study.profile)
-    folders = {s: run_folder(study.base, s, seeds) / SAMPLES for s in seeds}
+    folders = dict(zip(seeds, samples_folders(study.base, seeds)))
     found = {s: f for s, f in folders.items() if f.is_dir() and any(f.glob("*.npz"))}
     return found, [s for s in seeds if s not in found]
 

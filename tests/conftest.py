@@ -79,3 +79,15 @@ def tiny_study(tmp_path):
     study = Study(parse_profile(TINY_PROFILE), outputs_root=tmp_path, seed=3)
     study.make_splits()
     return study
+
+
+def loky_workers(pids) -> list[int]:
+    """The processes among `pids` that are joblib's loky workers (their command line says so; Linux /proc)."""
+    found = []
+    for pid in pids:
+        try:
+            if b"popen_loky" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found

@@ -44,6 +44,8 @@ from mia_nb.runner.chains import HealLines
 from mia_nb.runner.cli import main
 from mia_nb.store import Store
 
+from conftest import loky_workers
+
 pytestmark = pytest.mark.slow  # a few runner processes, some training, and kernels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -682,14 +684,7 @@ def _alive(pid: int) -> bool:
 
 def _workers(pid: int) -> list[int]:
     """The loky workers below `pid`."""
-    found = []
-    for p in _descendants(pid):
-        try:
-            if b"popen_loky" in Path(f"/proc/{p}/cmdline").read_bytes():
-                found.append(p)
-        except OSError:
-            continue
-    return found
+    return loky_workers(_descendants(pid))
 
 
 def _runner(args: list[str], folder: Path, stem: str, **popen) -> tuple[subprocess.Popen, Path, Path]:

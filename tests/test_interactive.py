@@ -24,6 +24,8 @@ from mia_nb.models.engine import HEADLESS
 from mia_nb.runner.plan import LESSON, list_notebooks, plan, role
 from mia_nb.study import Study, open_study, open_summary, run_command, seeds_with_samples
 
+from conftest import loky_workers
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 
@@ -124,14 +126,7 @@ def _loky_children() -> list[int]:
             pids += [int(p) for p in (task / "children").read_text().split()]
         except OSError:
             continue
-    out = []
-    for pid in pids:
-        try:
-            if b"popen_loky" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                out.append(pid)
-        except OSError:
-            continue
-    return out
+    return loky_workers(pids)
 
 
 @pytest.mark.slow  # starts worker processes

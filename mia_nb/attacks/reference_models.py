@@ -268,7 +268,7 @@ def operating_points(pop_heldout_scores: np.ndarray, seed: int) -> tuple[dict[st
     return points, held
 
 
-def _rates(pos: np.ndarray, neg: np.ndarray, seed: int) -> dict[str, float]:
+def rates(pos: np.ndarray, neg: np.ndarray, seed: int) -> dict[str, float]:
     """AUROC and TPR at each low FPR with Clopper–Pearson intervals, members vs the population's held-out images."""
     row = {"auroc": float(paired.auroc(pos, neg))}
     for suffix, alpha in LOW_FPRS.items():
@@ -323,7 +323,7 @@ def run_attacks(study: Study, vanilla: Variant, refs: list[jobs.TrainedModel],
     for attack in ATTACKS:
         pos, neg = ref_scores[MEMBERS][attack], ref_scores[HELDOUT][attack][:n_train]
         points, check = operating_points(neg, study.seed)
-        row = {"attack": attack, "k": len(refs), **_rates(pos, neg, study.seed)}
+        row = {"attack": attack, "k": len(refs), **rates(pos, neg, study.seed)}
         for name in sets:
             s = np.asarray(ref_scores[name][attack], dtype=np.float64)
             arrays[score_key(attack, name)] = s
@@ -350,7 +350,7 @@ def _population_rows(data: dict[str, Candidates], cfg: ReferenceConfig, seed: in
     n = data[MEMBERS].n
     rows = []
     for a in attacks:
-        row = {"attack": a, **_rates(s[MEMBERS][a], s[HELDOUT][a][:n], seed)}
+        row = {"attack": a, **rates(s[MEMBERS][a], s[HELDOUT][a][:n], seed)}
         if pools:
             thr = operating_points(s[HELDOUT][a][:n], seed)[0]["1pct"]
             row["pool_fpr_at_1pct_fpr"] = float(np.mean([(s[p][a] > thr).mean() for p in pools]))
@@ -397,6 +397,7 @@ def option_table(data: dict[str, Candidates], cfg: ReferenceConfig, seed: int) -
 
 def example(c: Candidates, i: int) -> tuple[float, np.ndarray, np.ndarray]:
     """Image i's LiRA statistic (its first view) under the target, and under its OUT and IN reference models."""
-    t = lira_rmia.logit_scaled_confidence(c.target[0], lira_rmia.own_labels(c.target[0], c.labels))[i]
-    r = lira_rmia.logit_scaled_confidence(c.refs[:, 0], lira_rmia.own_labels(c.refs[:, 0], c.labels))[:, i]
+    one = c.take(np.array([i]))  # this image only
+    t = lira_rmia.logit_scaled_confidence(one.target[0], lira_rmia.own_labels(one.target[0], one.labels))[0]
+    r = lira_rmia.logit_scaled_confidence(one.refs[:, 0], lira_rmia.own_labels(one.refs[:, 0], one.labels))[:, 0]
     return float(t), r[~c.mask[:, i]], r[c.mask[:, i]]

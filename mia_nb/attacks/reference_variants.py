@@ -30,13 +30,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mia_nb.attacks import lira_rmia, reference_models, thresholds
+from mia_nb.attacks import lira_rmia, reference_models
 from mia_nb.attacks.evaluation import save_samples
 from mia_nb.attacks.metrics import LOW_FPRS
 from mia_nb.attacks.samples import HELDOUT_POP, MEMBERS, conf_key, score_key
 from mia_nb.attacks.score_based import ThresholdAttack
 from mia_nb.attacks.scores import Outputs, log_softmax
-from mia_nb.claims import paired
 from mia_nb.config import ReferenceConfig
 from mia_nb.data.nonmembers import PoolSpec, part_spec
 from mia_nb.data.splits import indices_sha
@@ -261,14 +260,8 @@ def rows(arm: Arm, scores: dict[str, np.ndarray], n: int, k: int, seed: int) -> 
     population's held-out candidates (thresholds fixed on half of them, as notebook 08)."""
     out = []
     for attack in ATTACKS:
-        pos, neg = scores[attack][:n], scores[attack][n:]
-        row = {"variant": arm.name, "family": arm.family, "strength": arm.strength, "k": k, "attack": attack,
-               "auroc": float(paired.auroc(pos, neg))}
-        for suffix, alpha in LOW_FPRS.items():
-            t = thresholds.tpr_at_fpr(pos, neg, alpha, seed)
-            row.update({f"tpr_at_{suffix}_fpr": t["tpr"], f"tpr_at_{suffix}_fpr_lo": t["tpr_lo"],
-                        f"tpr_at_{suffix}_fpr_hi": t["tpr_hi"]})
-        out.append(row)
+        out.append({"variant": arm.name, "family": arm.family, "strength": arm.strength, "k": k, "attack": attack,
+                    **reference_models.rates(scores[attack][:n], scores[attack][n:], seed)})
     return out
 
 

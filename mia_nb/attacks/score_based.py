@@ -17,7 +17,7 @@ ROC point / shadow-accuracy optimum, whatever the ties.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -124,7 +124,20 @@ class Attack:
         return f"{type(self).__name__}(threshold={self.threshold:.6g})" if self._fitted else f"{type(self).__name__}()"
 
 
-class ThresholdAttack(Attack):
+class CutAttack(Attack):
+    """An attack that is one cut on its score, placed by `cut_rule` on the shadow scores (member iff score > cut)."""
+
+    cut_rule: Callable[[np.ndarray, np.ndarray], float] = staticmethod(youden_cut)
+
+    def fit(self, member: Outputs, nonmember: Outputs) -> CutAttack:
+        """Place the cut on shadow member / non-member scores."""
+        _check_pair(member, nonmember, type(self).__name__)
+        self._cut = type(self).cut_rule(self.score(member), self.score(nonmember))
+        self._fitted = True
+        return self
+
+
+class ThresholdAttack(CutAttack):
     """Max softmax score; threshold at the shadow ROC point maximising TPR − FPR; member iff max score > t.
 
     Ranks by −log(1 − max score), computed from the log-probabilities of the other classes
@@ -135,27 +148,17 @@ class ThresholdAttack(Attack):
 
     name = "threshold"
 
-    def _stat(self, out: Outputs) -> np.ndarray:
-        return -log_rest(out.log_probs)
-
     @property
     def threshold(self) -> float:
         """Max-score threshold: member iff max softmax score > threshold."""
         return float(-np.expm1(-self._cut))
 
-    def fit(self, member: Outputs, nonmember: Outputs) -> ThresholdAttack:
-        """Fit the threshold on shadow member / non-member outputs."""
-        _check_pair(member, nonmember, type(self).__name__)
-        self._cut = youden_cut(self._stat(member), self._stat(nonmember))
-        self._fitted = True
-        return self
-
     def score(self, out: Outputs) -> np.ndarray:
         """−log(1 − max softmax score) (monotone in the max score)."""
-        return self._stat(out)
+        return -log_rest(out.log_probs)
 
 
-class LossAttack(Attack):
+class LossAttack(CutAttack):
     """Yeom et al.: score = −CE loss with the true label (predicted label where label == -1).
 
     Fitted like ThresholdAttack (max TPR − FPR on the shadow ROC of −loss). `threshold` is in loss
@@ -163,13 +166,6 @@ class LossAttack(Attack):
     """
 
     name = "loss"
-
-    def fit(self, member: Outputs, nonmember: Outputs) -> LossAttack:
-        """Fit the loss threshold on shadow member / non-member outputs."""
-        _check_pair(member, nonmember, type(self).__name__)
-        self._cut = youden_cut(self.score(member), self.score(nonmember))
-        self._fitted = True
-        return self
 
     def score(self, out: Outputs) -> np.ndarray:
         """Minus the cross-entropy loss (from log-probabilities, so saturated softmax leaves no ties)."""
@@ -181,7 +177,7 @@ class LossAttack(Attack):
         return float(-self._cut)
 
 
-class EntropyAttack(Attack):
+class EntropyAttack(CutAttack):
     """Shannon entropy; threshold with the most correct shadow decisions; member iff entropy < t.
 
     The threshold is exact: every cut between consecutive distinct shadow entropies is evaluated
@@ -189,13 +185,7 @@ class EntropyAttack(Attack):
     """
 
     name = "entropy"
-
-    def fit(self, member: Outputs, nonmember: Outputs) -> EntropyAttack:
-        """Fit the entropy threshold on shadow member / non-member outputs."""
-        _check_pair(member, nonmember, type(self).__name__)
-        self._cut = most_correct_cut(self.score(member), self.score(nonmember))
-        self._fitted = True
-        return self
+    cut_rule = staticmethod(most_correct_cut)
 
     def score(self, out: Outputs) -> np.ndarray:
         """Minus the entropy (confident = high score = member-like)."""

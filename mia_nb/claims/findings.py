@@ -231,7 +231,7 @@ class Draws:
         if key not in self.cache:
             self.cache[key] = np.asarray(w.sum(axis=1), dtype=np.float64)
         total = self.cache[key]
-        hits = _weighted_sum(w, np.asarray(flags, dtype=bool))
+        hits = paired.wsum(w, np.asarray(flags, dtype=bool).astype(w.dtype))
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, hits / np.where(total > 0, total, 1.0), np.nan)
 
@@ -312,11 +312,6 @@ def _rows_per_chunk(n: int) -> int:
     return max(1, 2**20 // max(1, n))
 
 
-def _weighted_sum(w: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per resample, the weight of the images in `mask` -> float64 [B] (einsum: no BLAS threads, exact counts)."""
-    return np.einsum("bn,n->b", w, mask.astype(w.dtype)).astype(np.float64)
-
-
 def _thresholds_full(values: np.ndarray, inverse: np.ndarray, counts: np.ndarray, alpha: np.ndarray,
                      w: np.ndarray) -> np.ndarray:
     """`threshold_draws` over every distinct value (the exact rule, for the resamples the window misses)."""
@@ -355,7 +350,7 @@ def threshold_draws(scores: np.ndarray, alpha: np.ndarray | float, w: np.ndarray
     cols = cols[np.argsort(inverse[cols], kind="stable")]
     groups = inverse[cols] - (ja + 1)
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if cols.size else np.zeros(0, dtype=int)
-    base = _weighted_sum(w, inverse > jb)  # weight above the window
+    base = paired.wsum(w, (inverse > jb).astype(w.dtype))  # weight above the window
     total = np.asarray(w.sum(axis=1), dtype=np.float64)
     out = np.empty(n_boot)
     redo = np.zeros(n_boot, dtype=bool)
@@ -385,7 +380,7 @@ def rate_above_draws(scores: np.ndarray, thresholds: np.ndarray, w: np.ndarray) 
     s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(thresholds, dtype=np.float64)
     top, bottom = np.max(t), np.min(t)
-    base = _weighted_sum(w, s > top)
+    base = paired.wsum(w, (s > top).astype(w.dtype))
     cols = np.flatnonzero((s > bottom) & (s <= top))
     cols = cols[np.argsort(s[cols], kind="stable")]
     k = np.searchsorted(s[cols], t, side="right")  # images of the band at or below t_b

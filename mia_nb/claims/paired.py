@@ -111,7 +111,7 @@ def _w(w: np.ndarray, n: int, name: str) -> np.ndarray:
     return a
 
 
-def _wsum(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+def wsum(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Per-resample weighted sum w @ x as float64 [B] (einsum: no BLAS threads, which stall on busy cores)."""
     return np.einsum("bn,n->b", w, x).astype(np.float64)
 
@@ -134,7 +134,7 @@ def rate(flags: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Weighted share of True among `flags` [n] under each resample `w` [B, n] -> [B] (FPR, TPR at a fixed rule)."""
     f = _vec(flags, "rate: flags", dtype=bool)
     w = _w(w, f.size, "rate")
-    num = _wsum(w, f.astype(w.dtype))  # in w's dtype: exact for float32 counts (totals < 2**24)
+    num = wsum(w, f.astype(w.dtype))  # in w's dtype: exact for float32 counts (totals < 2**24)
     den = w.sum(axis=1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
@@ -149,8 +149,8 @@ def group_mean(values: np.ndarray, mask: np.ndarray, w: np.ndarray) -> np.ndarra
     if not np.all(np.isfinite(v[m])):
         raise ValueError("group_mean: values inside the mask contain NaN or inf")
     w = _w(w, m.size, "group_mean")
-    num = _wsum(w, np.where(m, v, 0.0))  # float64 values: accumulates in float64
-    den = _wsum(w, m.astype(w.dtype))
+    num = wsum(w, np.where(m, v, 0.0))  # float64 values: accumulates in float64
+    den = wsum(w, m.astype(w.dtype))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
