@@ -186,3 +186,41 @@ def test_idle_workers_are_released_after_a_training_phase():
     while any(running(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(running(p) for p in pids)
+
+
+@dataclass
+class SigintState:
+    """A job that reports how its worker treats SIGINT: its handler and whether it is blocked."""
+
+    name: str = "sigint-state"
+
+    def __call__(self) -> tuple[bool, bool]:
+        import signal
+        return signal.getsignal(signal.SIGINT) == signal.SIG_IGN, signal.SIGINT in signal.pthread_sigmask(
+            signal.SIG_BLOCK, [])
+
+
+def test_a_worker_ignores_ctrl_c_once_started():
+    """The runner stops its workers on Ctrl-C; a worker itself ignores it (and does not leave it blocked)."""
+    assert run_jobs([SigintState(), SigintState()], EngineConfig(workers=2), progress=False) == [(True, False)] * 2
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_ctrl_c_while_a_worker_imports_does_not_reach_it(quiet):
+    """A SIGINT sent while a worker process still starts (the terminal's Ctrl-C reaches the whole group) is held
+    back until its initializer ignores it; a plain loky process dies of it. The plain case shows the test can
+    fail."""
+    import os
+    import signal
+
+    from joblib.externals.loky.backend.process import LokyProcess
+
+    from mia_nb.models.orphans import _QuietStartProcess
+    cls = _QuietStartProcess if quiet else LokyProcess
+    proc = cls(target=time.sleep, args=(1.0,))
+    proc.start()
+    for _ in range(20):  # during the exec and the imports
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.01)
+    proc.join(timeout=30)
+    assert (proc.exitcode == 0) is quiet, proc.exitcode

@@ -36,7 +36,7 @@ from joblib.externals.loky import reusable_executor
 from tqdm.auto import tqdm
 
 from mia_nb.config import ConfigError, EngineConfig
-from mia_nb.models.orphans import end_with_parent
+from mia_nb.models.orphans import QUIET_START, end_with_parent
 
 THREADS_PER_JOB = 1
 HEADLESS = "MIA_NB_HEADLESS"  # set by `python -m mia_nb run` for its kernels: no per-epoch bars, no widgets
@@ -300,7 +300,8 @@ def run_jobs(jobs: Sequence[Callable[[], Any]], cfg: EngineConfig | None = None,
         context = _ray_context(cfg, workers)
     else:
         context = joblib.parallel_config(backend="loky", n_jobs=workers, inner_max_num_threads=THREADS_PER_JOB,
-                                         initializer=end_with_parent, initargs=(os.getpid(),))
+                                         initializer=end_with_parent, initargs=(os.getpid(),),
+                                         context=QUIET_START)
     results: list[Any] = []
     bar = tqdm(total=len(jobs), desc=f"{desc} ({workers} worker{'s' if workers > 1 else ''})", unit="job",
                disable=not progress)
