@@ -11,6 +11,13 @@ folder (two folders: a before / after table), and each notebook's slowest cells 
 profile into the (first) outputs folder first. Timings on a busy machine move by tens of percent: compare runs made
 one after the other on the same machine.
 
+Below the table, each run's training jobs as the models' own records give them (results/seed_*/models.csv: each
+model's training seconds, epochs and images): worker-seconds spent in training steps, the rate of a non-DP job in
+GFLOP/s (the training step's FLOPs counted by torch's flop counter, held-out checks left out, so a lower bound) against
+a one-thread float32 matmul timed here, and how much of the phase's wall time the training steps fill with the
+profile's workers (the rest: forward passes on the pools, the GAN, starting workers and shipping data). `--no-rate`
+skips the matmul.
+
 `--tiny` runs a tiny profile's data notebook, training phase and notebook 02 (`--only 01,02`) into a temporary
 folder and prints its table, in about a minute: it checks that the script still reads the runner's records
 (tests/test_benchmarks.py), it measures nothing.
@@ -28,9 +35,18 @@ from pathlib import Path
 
 import yaml
 
-from mia_nb.config import load_profile
-from mia_nb.layout import NOTEBOOKS, SEED_PREFIX
+import pandas as pd
+import torch
+
+from mia_nb.config import Profile, load_profile
+from mia_nb.data.datasets import dataset_info
+from mia_nb.layout import MODELS_TABLE, NOTEBOOKS, RESULTS, SEED_PREFIX
+from mia_nb.models.engine import n_workers
+from mia_nb.models.networks import build_model
 from mia_nb.runner.training import TIMING
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import matmul_flops_per_s, train_step_flops  # noqa: E402 - the sibling benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"name": "phases_tiny", "seed": 0, "device": "cpu",
@@ -115,6 +131,45 @@ def slowest_cells(phases: list[Phase]) -> str:
     return "\n".join(out)
 
 
+def model_rows(base: Path) -> pd.DataFrame:
+    """Every seed's models table of the run in a profile folder (one row per model the seed's notebooks used)."""
+    tables = [pd.read_csv(f) for f in sorted((base / RESULTS).glob(f"{SEED_PREFIX}*/{MODELS_TABLE}.csv"))]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def flops_per_image(profile: Profile) -> float:
+    """FLOPs of one training image (forward + backward) of the profile's model at its batch size."""
+    torch.manual_seed(0)
+    info = dataset_info(profile)
+    model = build_model(profile.model.arch, info.n_classes, info.channels, info.size)
+    b = profile.train.batch_size
+    x, y = torch.randn(b, info.channels, info.size, info.size), torch.randint(0, info.n_classes, (b,))
+    return train_step_flops(model, x, y) / b
+
+
+def training_rate(base: Path, profile: Profile, peak: float | None) -> str:
+    """The run's training jobs: worker-seconds in training steps, a non-DP job's GFLOP/s (and its share of
+    `peak`), and the share of the training phase's wall time those steps fill with the profile's workers."""
+    rows = model_rows(base)
+    timing = base / NOTEBOOKS / TIMING
+    if rows.empty or "train_seconds" not in rows or not timing.is_file():
+        return "training jobs: no models table or training record in this run"
+    rows = rows.drop_duplicates("key")  # a model two notebooks list is one job
+    plain = rows[~rows["variant"].astype(str).str.startswith("dp")]
+    per_image = flops_per_image(profile)
+    gflops = float((plain["epochs"] * plain["n_train"] * per_image).sum() / plain["train_seconds"].sum()) / 1e9
+    phase = float(json.loads(timing.read_text(encoding="utf-8"))["seconds"])
+    workers = n_workers(profile.engine, len(rows))
+    busy = float(rows["train_seconds"].sum())
+    line = (f"training jobs: {len(rows)} models, {busy:.0f} worker-seconds in training steps "
+            f"({(rows['train_seconds'].sum() - plain['train_seconds'].sum()):.0f} of them DP-SGD); a non-DP job "
+            f"{gflops:.1f} GFLOP/s per worker")
+    if peak:
+        line += f" = {gflops * 1e9 / peak:.0%} of a one-thread matmul here ({peak / 1e9:.1f} GFLOP/s)"
+    return line + (f"; with {workers} workers the steps fill {busy / workers / phase:.0%} of the training phase's "
+                   f"{phase:.0f} s")
+
+
 def run(params: Path, outputs: Path, only: str | None = None) -> None:
     """`python -m mia_nb run` of a profile into `outputs` (the repository's folder as working directory)."""
     cmd = [sys.executable, "-m", "mia_nb", "run", "--params", str(params), "--outputs", str(outputs)]
@@ -127,12 +182,14 @@ def main() -> None:
     ap.add_argument("--params", default="params/smoke.yaml", help="the profile (its name names the folder)")
     ap.add_argument("--run", action="store_true", help="run the profile into the first outputs root first")
     ap.add_argument("--tiny", action="store_true", help="a tiny run (--only 01,02) into a temporary folder")
+    ap.add_argument("--no-rate", action="store_true", help="skip timing a matmul (the training rate's reference)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
             args.params, args.outputs = str(Path(tmp) / "tiny.yaml"), [str(Path(tmp) / "outputs")]
             Path(args.params).write_text(yaml.safe_dump(TINY, sort_keys=False))
-        name = load_profile(args.params).name
+        profile = load_profile(args.params)
+        name = profile.name
         if not args.outputs:
             ap.error("give --outputs (or --tiny)")
         if args.run or args.tiny:
@@ -142,6 +199,11 @@ def main() -> None:
         runs = {label: run_phases(Path(o) / name) for label, o in zip(labels, args.outputs)}
         print(f"seconds per phase, profile {name} (training: {TIMING}; notebooks: papermill metadata)")
         print(table(runs))
+        if not args.no_rate:
+            torch.set_num_threads(1)
+            peak = matmul_flops_per_s(512, 5) if args.tiny else matmul_flops_per_s()
+        for o in args.outputs:
+            print(f"{Path(o).name}: " + training_rate(Path(o) / name, profile, None if args.no_rate else peak))
         print("slowest cells (" + list(runs)[-1] + "):")
         print(slowest_cells(list(runs.values())[-1]))
 

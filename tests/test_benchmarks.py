@@ -46,3 +46,30 @@ def test_llla_benchmark_runs_on_a_profiles_models(tmp_path, tiny_study, tiny_pro
                          "--seed", str(tiny_study.seed), "--repeats", "1")
     assert proc.returncode == 0, f"llla_backends.py --profile failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert "all arms:" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_the_phase_table_reads_the_training_rate_off_the_models_records(tmp_path, monkeypatch):
+    """run_phases' training line: GFLOP/s of the non-DP jobs from their own seconds, and how much of the phase's
+    wall time the training steps fill; a model listed by two seeds' tables is one job."""
+    import json
+
+    import pandas as pd
+    sys.path.insert(0, str(BENCHMARKS))
+    import run_phases
+    from mia_nb.config import load_profile
+
+    base = tmp_path / "default"
+    (base / "notebooks").mkdir(parents=True)
+    (base / "notebooks" / "training.json").write_text(json.dumps({"seconds": 100.0}))
+    rows = [{"variant": "vanilla", "key": "a", "epochs": 10, "n_train": 100, "train_seconds": 20.0},
+            {"variant": "l2_0.001", "key": "b", "epochs": 10, "n_train": 100, "train_seconds": 30.0},
+            {"variant": "dp_8", "key": "c", "epochs": 5, "n_train": 100, "train_seconds": 90.0}]
+    for seed, part in (("seed_1", rows[:2]), ("seed_2", rows[1:])):
+        (base / "results" / seed).mkdir(parents=True)
+        pd.DataFrame(part).to_csv(base / "results" / seed / "models.csv", index=False)
+    monkeypatch.setattr(run_phases, "flops_per_image", lambda profile: 1e9)
+    monkeypatch.setattr(run_phases, "n_workers", lambda cfg, n_jobs: 2)  # whatever this machine's cores
+    line = run_phases.training_rate(base, load_profile(REPO / "params" / "default.yaml"), peak=100e9)
+    # 2,000 images x 1 GFLOP in 50 s = 40 GFLOP/s; 140 worker-seconds on 2 workers fill 70 s of 100 s
+    assert "3 models, 140 worker-seconds" in line and "(90 of them DP-SGD)" in line, line
+    assert "40.0 GFLOP/s per worker = 40% of" in line and "fill 70% of the training phase's 100 s" in line, line
