@@ -137,6 +137,9 @@ def apply(s: Seed, claim_id: str, e: float) -> None:
         for p, g in POOLS.items():
             if g != "in distribution":
                 a[v][f"threshold/member/{p}"] = _redraw(rng, N_N, 0.4 - e)
+    elif claim_id.startswith("lowers_heldout_fpr_"):  # '<' claim: e > 0 lowers the held-out FPR by e
+        v = claim_id[len("lowers_heldout_fpr_"):]
+        a[v]["threshold/member/heldout"] = _redraw(rng, N_N, 0.4 - e)
     elif claim_id.startswith(("leak_auroc_", "leak_tpr_")):
         v = claim_id.split("_", 2)[2]
         a[v]["threshold/score/members"] = a[v]["threshold/score/members"] + 4 * e
@@ -165,7 +168,8 @@ def verdict_of(claim_id: str, effects: tuple[float, ...]) -> str:
 
 ALL_IDS = [c.id for c in findings.build_claims([null_seed()])]
 STRONG = {"ref_tpr": 0.25, "ref_ood": 0.05, "fpr_heldout": 0.2, "ood_": 0.2, "fp_confidence": 3.0, "mmps": 1,
-          "fpr_leak": 1, "label_free": 0.2, "calibrates": 0.08, "lowers_fpr": 0.2, "leak": 0.25, "l2": 0.25,
+          "fpr_leak": 1, "label_free": 0.2, "calibrates": 0.08, "lowers_fpr": 0.2,
+          "lowers_heldout_fpr": 0.2, "leak": 0.25, "l2": 0.25,
           "separates": 0.1, "aligns": 0.1}
 
 
@@ -180,7 +184,7 @@ def test_the_claim_set_covers_the_papers_findings_in_blocks():
                                                           "ood_other_content", "ood_generated"}
     assert {i for i, b in blocks.items() if b == f2} == {"fp_confidence", "mmps_fpr_rank"}
     assert {i for i, b in blocks.items() if b == f3} == {"fpr_leak_rank", *(f"{k}_{v}" for k in (
-        "calibrates", "lowers_fpr", "leak_auroc") for v in ("ls_0.05", "ls_0.1", "llla"))}
+        "calibrates", "lowers_heldout_fpr", "lowers_fpr", "leak_auroc") for v in ("ls_0.05", "ls_0.1", "llla"))}
     assert {i for i, b in blocks.items() if b == f4} == {"separates_ls_0.05", "separates_ls_0.1", "separates_llla",
                                                           "aligns_l2_0.001", "aligns_temp_10", "l2_auroc_l2_0.001"}
     extensions = {i for i, b in blocks.items() if b == findings.EXTENSIONS}
