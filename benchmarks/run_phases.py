@@ -155,14 +155,16 @@ def training_rate(base: Path, profile: Profile, peak: float | None) -> str:
     if rows.empty or "train_seconds" not in rows or not timing.is_file():
         return "training jobs: no models table or training record in this run"
     rows = rows.drop_duplicates("key")  # a model two notebooks list is one job
-    plain = rows[~rows["variant"].astype(str).str.startswith("dp")]
+    # a DP-SGD model's record carries its noise multiplier (0 for the clip-only control); the others none
+    dp = rows["dp_noise_multiplier"].notna() if "dp_noise_multiplier" in rows else pd.Series(False, rows.index)
+    plain = rows[~dp]
     per_image = flops_per_image(profile)
     gflops = float((plain["epochs"] * plain["n_train"] * per_image).sum() / plain["train_seconds"].sum()) / 1e9
     phase = float(json.loads(timing.read_text(encoding="utf-8"))["seconds"])
     workers = n_workers(profile.engine, len(rows))
     busy = float(rows["train_seconds"].sum())
     line = (f"training jobs: {len(rows)} models, {busy:.0f} worker-seconds in training steps "
-            f"({(rows['train_seconds'].sum() - plain['train_seconds'].sum()):.0f} of them DP-SGD); a non-DP job "
+            f"({rows.loc[dp, 'train_seconds'].sum():.0f} of them DP-SGD); a non-DP job "
             f"{gflops:.1f} GFLOP/s per worker")
     if peak:
         line += f" = {gflops * 1e9 / peak:.0%} of a one-thread matmul here ({peak / 1e9:.1f} GFLOP/s)"

@@ -63,7 +63,8 @@ def test_the_phase_table_reads_the_training_rate_off_the_models_records(tmp_path
     (base / "notebooks" / "training.json").write_text(json.dumps({"seconds": 100.0}))
     rows = [{"variant": "vanilla", "key": "a", "epochs": 10, "n_train": 100, "train_seconds": 20.0},
             {"variant": "l2_0.001", "key": "b", "epochs": 10, "n_train": 100, "train_seconds": 30.0},
-            {"variant": "dp_8", "key": "c", "epochs": 5, "n_train": 100, "train_seconds": 90.0}]
+            {"variant": "dp_8", "key": "c", "epochs": 5, "n_train": 100, "train_seconds": 90.0,
+             "dp_noise_multiplier": 0.7}]
     for seed, part in (("seed_1", rows[:2]), ("seed_2", rows[1:])):
         (base / "results" / seed).mkdir(parents=True)
         pd.DataFrame(part).to_csv(base / "results" / seed / "models.csv", index=False)

@@ -81,8 +81,7 @@ CALIBRATION_FAMILIES = ("temperature", "label_smoothing", "llla")  # notebook 06
 
 BANDS_FILE = REPO_ROOT / "params" / "claims" / "bands.yaml"
 BAND_KEYS = ("fpr_high", "confidence_rank", "rank_correlation", "fpr", "ood_fpr", "heldout_fpr", "auroc", "tpr", "ece",
-             "fpr_low",
-             "separation", "lira_tpr")
+             "fpr_low", "separation", "lira_tpr")
 LEVEL_KEYS = ("fpr_high",)
 _SECTIONS = ("recorded", "levels", "bands")
 
