@@ -218,6 +218,10 @@ class Store:
         inside(self.root, kind)  # a kind that would leave the root fails here, before the version look-up
         return inside(self.root, Path(kind) / f"{config_key(kind, config, self.code(kind))}.pt")
 
+    def key(self, kind: str, config: dict[str, Any]) -> str:
+        """The artifact's key: its file name without the suffix (a model's key names it in other artifacts' configs)."""
+        return self.path(kind, config).stem
+
     def has(self, kind: str, config: dict[str, Any]) -> bool:
         """True when the artifact exists and loads: a damaged file is moved aside here, so that whoever asks
         recomputes it now rather than finding it gone on the next load."""

@@ -48,8 +48,8 @@ def test_interrupted_write_leaves_nothing_loadable(tmp_path):
 def test_unversioned_store_keeps_the_plain_config_key(tmp_path):
     cfg = {"epochs": 3}
     plain, versioned = Store(tmp_path, versioned=False), Store(tmp_path)
-    assert plain.path("model", cfg).stem == config_key("model", cfg)
-    assert versioned.path("model", cfg).stem == config_key("model", cfg, code_version("model")) != config_key("model", cfg)
+    assert plain.key("model", cfg) == plain.path("model", cfg).stem == config_key("model", cfg)
+    assert versioned.key("model", cfg) == config_key("model", cfg, code_version("model")) != config_key("model", cfg)
     plain.put("model", cfg, 1)
     assert versioned.get("model", cfg) is None and plain.get("model", cfg) == 1
     assert torch.load(plain.path("model", cfg), weights_only=True)["code"] is None

@@ -79,3 +79,36 @@ def test_inference_runs_channels_last_and_leaves_the_model_as_it_was():
     model.to(memory_format=torch.channels_last)
     forward_logits(model, x)
     assert model.features[3].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("arch, size", [("simple_cnn", 8)])
+def test_dp_sgd_trains_channels_last_and_hands_back_the_default_layout(arch, size):
+    """DP-SGD's epochs run channels-last like plain training (Opacus' per-sample gradients of convolutions and
+    GroupNorm accept it); the model comes back in the default layout, its weights moved and finite."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mia_nb.models.privacy import make_dp_compatible, make_private
+    from mia_nb.models.training import make_optimizer
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, size, size), generator=g, dtype=torch.uint8)
+    y = torch.arange(64) % 2
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.003)
+    torch.manual_seed(0)
+    model = make_dp_compatible(build_model(arch, 2, 3, size))
+    before = [p.detach().clone() for p in model.parameters()]
+    loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size)
+    dp_model, opt, dp_loader, _, loss = make_private(model, make_optimizer(model.parameters(), cfg), loader,
+                                                     target_epsilon=8.0, delta=1e-3, epochs=cfg.epochs,
+                                                     max_grad_norm=1.0, seed=3, accountant="rdp")
+    seen = []
+    hook = model.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].is_contiguous(
+        memory_format=torch.channels_last)))
+    h = train_model(dp_model, x, y, cfg, seed=1, prep=lambda b: b.float() / 255, optimizer=opt, loader=dp_loader,
+                    loss_fn=loss, progress=False)
+    hook.remove()
+    assert seen and all(seen)  # every training batch went in channels-last
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous() for p in convs)
+    assert all(torch.isfinite(p).all() for p in model.parameters()) and len(h["train_loss"]) == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -274,7 +274,7 @@ def gan_config(study: Study) -> dict[str, Any]:
 
 def gan_folder(study: Study) -> Path:
     """outputs/<profile>/generated/gan_<key>_<n>: the PNG files of the generated non-members (all seeds)."""
-    key = study.store.path("gan", gan_config(study)).stem
+    key = study.store.key("gan", gan_config(study))
     return study.base / "generated" / f"gan_{key}_{study.profile.ood.gan.n_images}"
 
 

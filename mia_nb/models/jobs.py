@@ -130,6 +130,14 @@ def new_model(config: dict[str, Any], info: data_mod.DatasetInfo) -> nn.Module:
     return make_dp_compatible(model) if config.get("dp") else model
 
 
+def load_model(config: dict[str, Any], info: data_mod.DatasetInfo, state: dict[str, Any],
+               device: torch.device | str) -> nn.Module:
+    """A config's model with trained weights `state`, in eval mode on `device` (the one way a model is rebuilt)."""
+    model = new_model(config, info)
+    model.load_state_dict(state)
+    return model.to(torch.device(device)).eval()
+
+
 def augmenter(info: data_mod.DatasetInfo) -> Any:
     """Random rotation / crop / flip per image (the paper's Dogs recipe)."""
     tf = v2.Compose([v2.RandomRotation(10), v2.RandomResizedCrop(info.size, scale=(0.8, 1.0), antialias=True),
@@ -252,7 +260,7 @@ def measure(study: Study, key: str, role: str) -> dict[str, float]:
 
 def _store_result(study: Study, job: TrainJob, result: dict[str, Any]) -> None:
     """Cache the logits a worker computed, measure the model and store it (the model record last)."""
-    key = study.store.path("model", job.config).stem
+    key = study.store.key("model", job.config)
     for part, logits in result["logits"].items():
         study.store.put("logits", {"model": key, **study.part_pool(part)}, logits.astype(np.float32))
     metrics = measure(study, key, job.config["role"])
@@ -269,7 +277,7 @@ def missing(study: Study, requests: list[ModelRequest]) -> list[tuple[TrainJob, 
     out: dict[str, tuple[TrainJob, Callable[[Any], None]]] = {}
     for req in requests:
         config = request_config(study, req)
-        key = study.store.path("model", config).stem
+        key = study.store.key("model", config)
         if key not in out and not study.store.has("model", config):  # data is sliced for missing models only
             job = make_job(study, req)
             out[key] = (job, lambda res, job=job: _store_result(study, job, res))
@@ -290,7 +298,7 @@ def ensure(study: Study, requests: list[ModelRequest], progress: bool = True) ->
     (with its ETA); after training there, the engine's idle workers are stopped (their memory is freed at once).
     """
     todo = missing(study, requests)
-    new_keys = {study.store.path("model", job.config).stem for job, _ in todo}
+    new_keys = {study.store.key("model", job.config) for job, _ in todo}
     engine, person = study.profile.engine, interactive()
     per_epoch = progress and person and len(todo) == 1 and runs_here(engine, 1)
     for job, _ in todo:
@@ -301,13 +309,11 @@ def ensure(study: Study, requests: list[ModelRequest], progress: bool = True) ->
     out = []
     for req in requests:
         config = request_config(study, req)
-        key = study.store.path("model", config).stem
+        key = study.store.key("model", config)
         record = study.store.get("model", config)
         if record is None:
             raise RuntimeError(f"model {req.role} · {req.variant} ({key}) is missing from the store after training")
-        model = new_model(config, study.info)
-        model.load_state_dict(record["state_dict"])
-        model.to(study.device).eval()
+        model = load_model(config, study.info, record["state_dict"], study.device)
         out.append(TrainedModel(model, req.role, req.variant, key, config, record["history"],
                                 ModelMetrics(**record["metrics"]), req.train or study.profile.train,
                                 loaded=key not in new_keys))

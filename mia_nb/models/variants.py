@@ -182,7 +182,7 @@ class ReadingJob:
 
     def __call__(self) -> dict[str, Any]:
         result = self.job()
-        model = trained_model(self.job, result["state_dict"])
+        model = jobs.load_model(self.job.config, self.job.info, result["state_dict"], self.job.device)
         device = torch.device(self.job.device)
         # one pool's images copied into memory at a time
         result["pool_logits"] = [networks.forward_logits(model, torch.from_numpy(np.array(x)), device=device).numpy()
@@ -190,13 +190,6 @@ class ReadingJob:
         result["pool_features"] = [networks.forward_features(model, torch.from_numpy(np.array(x)), device=device)
                                    .numpy() for x in self.features_on]
         return result
-
-
-def trained_model(job: jobs.TrainJob, state: dict[str, Any]) -> torch.nn.Module:
-    """A job's model rebuilt from its trained weights, in eval mode on the job's device (as `jobs.ensure` loads it)."""
-    model = jobs.new_model(job.config, job.info)
-    model.load_state_dict(state)
-    return model.to(torch.device(job.device)).eval()
 
 
 def _pool_id(spec: PoolSpec) -> str:
@@ -216,7 +209,7 @@ def reads_by_model(study: Study, requests: list[jobs.ModelRequest]) -> dict[str,
     """Model key -> what its requests read (`ReadRequest`; a plain request reads nothing)."""
     out: dict[str, Reads] = {}
     for req in requests:
-        reads = out.setdefault(study.store.path("model", jobs.request_config(study, req)).stem, Reads())
+        reads = out.setdefault(study.store.key("model", jobs.request_config(study, req)), Reads())
         reads.logits_on.update({_pool_id(s): s for s in getattr(req, "logits_on", ())})
         reads.features_on.update({_pool_id(s): s for s in getattr(req, "features_on", ())})
     return out
@@ -260,7 +253,7 @@ def training_jobs(study: Study, requests: list[jobs.ModelRequest]) -> list[tuple
     reads, inputs = reads_by_model(study, requests), PoolInputs(study)
     out: list[tuple[Any, Callable[[Any], None]]] = []
     for job, store_model in jobs.missing(study, requests):
-        key = study.store.path("model", job.config).stem
+        key = study.store.key("model", job.config)
         wanted = reads.get(key, Reads())
         measured = {_pool_id(part_spec(study, part)) for part in job.measure}  # their logits come with the model
         logits = [s for pid, s in wanted.logits_on.items() if pid not in measured
@@ -430,7 +423,7 @@ def llla(study: Study, arm: str = "paper") -> Variant:
         config = {"model": tm.key, "arm": arm, "hessian_structure": cfg.hessian_structure, "prior": prior,
                   "link": link, "n_samples": cfg.n_samples, "grid": list(cfg.grid), "tuned_on": tuned_on,
                   "noise": noise.config if noise else None, "ood_weight": cfg.ood_weight, "seed": study.seed}
-        keys[role] = study.store.path("laplace", config).stem
+        keys[role] = study.store.key("laplace", config)
         head = networks.last_layer_head(tm.model).to(study.device)
         state = study.store.get("laplace", config)
         if state is not None:
