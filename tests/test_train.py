@@ -81,10 +81,12 @@ def test_inference_runs_channels_last_and_leaves_the_model_as_it_was():
     assert model.features[3].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("arch, size", [("simple_cnn", 8)])
+@pytest.mark.parametrize("arch, size", [("simple_cnn", 8), pytest.param("resnet18", 8, marks=pytest.mark.slow),
+                                        pytest.param("efficientnet_b0", 8, marks=pytest.mark.slow)])
 def test_dp_sgd_trains_channels_last_and_hands_back_the_default_layout(arch, size):
     """DP-SGD's epochs run channels-last like plain training (Opacus' per-sample gradients of convolutions and
-    GroupNorm accept it); the model comes back in the default layout, its weights moved and finite."""
+    GroupNorm accept it), torchvision's residual networks included (their in-place adds and activations broke
+    Opacus' hooks); the model comes back in the default layout, its weights moved and finite."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from mia_nb.models.privacy import make_dp_compatible, make_private

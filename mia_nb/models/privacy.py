@@ -40,11 +40,30 @@ def check_secure_mode(secure_mode: bool) -> None:
                           "(set it to false, or pip install torchcsprng)")
 
 
+class _CopiedOutput(nn.Module):
+    """A copy of its input: put after a layer Opacus hooks, it hands the layer's output on as a new tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
 def make_dp_compatible(model: nn.Module) -> nn.Module:
-    """A copy of `model` with Opacus' fixes applied (BatchNorm -> GroupNorm, ...)."""
+    """A copy of `model` that Opacus can train: its fixes applied (BatchNorm -> GroupNorm, ...), activations made
+    out-of-place, and each GroupNorm's output handed on as a copy. Opacus wraps a hooked layer's output in a
+    backward hook that forbids in-place changes, which torchvision's residual blocks make (`out += identity` on
+    a norm's output, in-place ReLU / SiLU after it)."""
     from opacus.validators import ModuleValidator  # lazy: Opacus is only needed for the DP arms
 
-    return ModuleValidator.fix(model)
+    fixed = ModuleValidator.fix(model)
+    for sub in fixed.modules():
+        if getattr(sub, "inplace", False) is True:
+            sub.inplace = False
+    norms = [(name, sub) for name, sub in fixed.named_modules() if isinstance(sub, nn.GroupNorm)]
+    for name, norm in norms:
+        parent_name, _, child = name.rpartition(".")
+        parent = fixed.get_submodule(parent_name) if parent_name else fixed
+        setattr(parent, child, nn.Sequential(norm, _CopiedOutput()))
+    return fixed
 
 
 def dp_problems(model: nn.Module) -> list[str]:
