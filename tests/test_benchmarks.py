@@ -40,6 +40,14 @@ def test_benchmark_runs_in_tiny_mode(script):
 
 
 @pytest.mark.slow
+def test_train_throughput_prints_a_bf16_row_on_request():
+    proc = run_benchmark("train_throughput.py", "--tiny", "--bf16")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] == ["16"]]
+    assert [r[1:3] for r in rows] == [["contiguous", "float32"], ["channels_last", "float32"], ["channels_last", "bf16"]]
+
+
+@pytest.mark.slow
 def test_llla_benchmark_runs_on_a_profiles_models(tmp_path, tiny_study, tiny_profile_file):
     """`llla_backends.py --profile` times notebook 06's LLLA arms on a study's vanilla pair (trained by the run)."""
     proc = run_benchmark("llla_backends.py", "--profile", str(tiny_profile_file), "--outputs", str(tmp_path),
